@@ -1,0 +1,153 @@
+//! Shared devices, IPs, phones and Wi-Fi networks across participants: the
+//! clusters that suggest fraud rings.
+//!
+//! Counting every distinct value of a 10-million-row list would make memory
+//! grow with the input, so each field uses lossy counting (Manku & Motwani):
+//! a value seen in more than 1 in `BUCKET` rows is always kept, counts are
+//! exact from when a value was first kept and short by at most rows/`BUCKET`.
+//! Below `BUCKET` rows every count is exact.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+const BUCKET: u64 = 100_000;
+/// Fewer rows than this sharing a value is not a cluster.
+const MIN_ROWS: u64 = 3;
+const MAX_CLUSTERS: usize = 50;
+
+/// The API fields whose shared values are reported, in the order shown.
+pub const CLUSTER_FIELDS: [&str; 4] = ["deviceid", "clientip", "phonenum", "wifibssid"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub field: String,
+    pub value: String,
+    pub rows: u64,
+    pub high_risk_rows: u64,
+}
+
+#[derive(Default)]
+struct Entry {
+    rows: u64,
+    high: u64,
+    /// Rows this value may have had before it was (re)admitted.
+    error: u64,
+}
+
+/// Lossy counts of one field's values.
+#[derive(Default)]
+pub struct FieldCounter {
+    seen: u64,
+    entries: HashMap<String, Entry>,
+}
+
+impl FieldCounter {
+    pub fn add(&mut self, value: &str, high_risk: bool) {
+        self.seen += 1;
+        let bucket = self.seen.div_ceil(BUCKET);
+        let entry = match self.entries.get_mut(value) {
+            Some(entry) => entry,
+            None => self.entries.entry(value.to_string()).or_insert(Entry {
+                error: bucket - 1,
+                ..Entry::default()
+            }),
+        };
+        entry.rows += 1;
+        entry.high += u64::from(high_risk);
+        if self.seen.is_multiple_of(BUCKET) {
+            self.entries.retain(|_, e| e.rows + e.error > bucket);
+        }
+    }
+
+    fn clusters(&self, field: &str) -> impl Iterator<Item = Cluster> + '_ {
+        let field = field.to_string();
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.rows >= MIN_ROWS)
+            .map(move |(value, e)| Cluster {
+                field: field.clone(),
+                value: value.clone(),
+                rows: e.rows,
+                high_risk_rows: e.high,
+            })
+    }
+}
+
+/// Counters for every cluster field.
+#[derive(Default)]
+pub struct ClusterCounter {
+    fields: [FieldCounter; 4],
+}
+
+impl ClusterCounter {
+    /// Counts a row's value of `CLUSTER_FIELDS[field]`.
+    pub fn add(&mut self, field: usize, value: &str, high_risk: bool) {
+        self.fields[field].add(value, high_risk);
+    }
+
+    /// The largest clusters, most high-risk rows first.
+    pub fn top(&self) -> Vec<Cluster> {
+        let mut all: Vec<Cluster> = CLUSTER_FIELDS
+            .iter()
+            .zip(&self.fields)
+            .flat_map(|(name, counter)| counter.clusters(name))
+            .collect();
+        all.sort_by(|a, b| {
+            (b.high_risk_rows, b.rows)
+                .cmp(&(a.high_risk_rows, a.rows))
+                .then_with(|| (&a.field, &a.value).cmp(&(&b.field, &b.value)))
+        });
+        all.truncate(MAX_CLUSTERS);
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_inputs_are_counted_exactly() {
+        let mut counter = ClusterCounter::default();
+        for i in 0..10 {
+            counter.add(0, "dev-ring", i < 7);
+        }
+        counter.add(0, "dev-solo", true);
+        counter.add(1, "10.0.0.1", false);
+        counter.add(1, "10.0.0.1", false);
+        counter.add(1, "10.0.0.1", false);
+        let top = counter.top();
+        assert_eq!(top.len(), 2);
+        assert_eq!(
+            top[0],
+            Cluster {
+                field: "deviceid".into(),
+                value: "dev-ring".into(),
+                rows: 10,
+                high_risk_rows: 7
+            }
+        );
+        assert_eq!((top[1].field.as_str(), top[1].rows), ("clientip", 3));
+    }
+
+    #[test]
+    fn memory_stays_bounded_and_heavy_values_survive() {
+        let mut counter = FieldCounter::default();
+        for i in 0..1_000_000u64 {
+            if i % 1000 == 0 {
+                counter.add("farm", true);
+            } else {
+                counter.add(&format!("u{i}"), false);
+            }
+        }
+        assert!(
+            counter.entries.len() <= 2 * BUCKET as usize,
+            "{} entries",
+            counter.entries.len()
+        );
+        let farm = &counter.entries["farm"];
+        assert_eq!(farm.rows, 1000);
+        assert_eq!(farm.high, 1000);
+    }
+}

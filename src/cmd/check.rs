@@ -1,0 +1,126 @@
+//! `riskbatch check`: validates the job and the input and says what a run
+//! would do — rows, distinct requests, bad rows, calls and time — with no
+//! request to WeChat.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::cli::JobArgs;
+use crate::duration::human;
+use crate::exit::Exit;
+use crate::input;
+use crate::store::Store;
+
+const SHOW_BAD_ROWS: usize = 5;
+
+pub fn execute(args: JobArgs) -> Result<Exit> {
+    let (job, input) = super::load(&args)?;
+    let allow = match &job.lists.allow {
+        Some(p) => input::read_list(p, "lists.allow", &job)?,
+        None => HashSet::new(),
+    };
+    let deny = match &job.lists.deny {
+        Some(p) => input::read_list(p, "lists.deny", &job)?,
+        None => HashSet::new(),
+    };
+    // Reads the checkpoint only if there is one: check never creates state.
+    let store = if job.state_dir.join("checkpoint.sqlite").exists() {
+        Some(Store::open(&job.state_dir)?)
+    } else {
+        None
+    };
+    let fingerprint = input::fingerprint(&input.path)?;
+    let run = match &store {
+        Some(store) => store.find_run(&format!("{}-{fingerprint}", job.name))?,
+        None => None,
+    };
+    let done_rows = match (&store, &run) {
+        (Some(store), Some(run)) => store.counts(run.id)?.done,
+        _ => 0,
+    };
+
+    let mut rows = 0u64;
+    let mut bad = 0u64;
+    let mut bad_examples = Vec::new();
+    let mut listed = 0u64;
+    let mut cached = 0u64;
+    let mut keys = HashSet::new();
+    let now = crate::clock::now_ms();
+    for chunk in input.chunks(job.throttle.chunk_size as usize)? {
+        let chunk = chunk?;
+        for (i, request) in input.requests(&chunk).into_iter().enumerate() {
+            rows += 1;
+            match request {
+                Err(reason) => {
+                    bad += 1;
+                    if bad_examples.len() < SHOW_BAD_ROWS {
+                        bad_examples.push(format!("row {}: {reason}", chunk.first_row + i as u64));
+                    }
+                }
+                Ok(request)
+                    if allow.contains(&request.openid) || deny.contains(&request.openid) =>
+                {
+                    listed += 1
+                }
+                Ok(request) => {
+                    let key = request.key(job.scene);
+                    if keys.insert(key)
+                        && let Some(store) = &store
+                        && let Some(stored) = store.answer(&key)?
+                        && run.as_ref().is_none_or(|r| r.id != stored.run)
+                        && now - stored.answer.checked_at <= job.cache_ttl.as_millis() as i64
+                    {
+                        cached += 1;
+                    }
+                }
+            }
+        }
+    }
+    let distinct = keys.len() as u64;
+    let duplicates = rows - bad - listed - distinct;
+    let to_call = distinct.saturating_sub(cached);
+    let remaining_share = if rows > 0 {
+        (rows - done_rows.min(rows)) as f64 / rows as f64
+    } else {
+        0.0
+    };
+    let calls_left = (to_call as f64 * remaining_share).ceil() as u64;
+    let seconds = calls_left as f64 / f64::from(job.throttle.rate);
+
+    println!("job       {} ({})", job.name, job.file.display());
+    println!(
+        "input     {} ({} columns, fingerprint {fingerprint})",
+        input.path.display(),
+        input.schema.fields().len()
+    );
+    match &run {
+        Some(run) if run.completed_at.is_some() => println!(
+            "run       {} is complete: running it again makes no call",
+            run.run_id
+        ),
+        Some(run) => println!(
+            "run       {} in progress: {done_rows}/{rows} rows done",
+            run.run_id
+        ),
+        None => println!("run       new ({}-{fingerprint})", job.name),
+    }
+    println!("rows      {rows}: {} valid, {bad} invalid", rows - bad);
+    println!(
+        "requests  {distinct} distinct; {duplicates} duplicate rows, {listed} on allow/deny lists, {cached} in the cache"
+    );
+    println!(
+        "calls     about {calls_left} at {}/s with concurrency {}: {} (more if WeChat asks for retries)",
+        job.throttle.rate,
+        job.throttle.concurrency,
+        human(Duration::from_secs_f64(seconds))
+    );
+    for example in &bad_examples {
+        println!("invalid   {example}");
+    }
+    if bad > bad_examples.len() as u64 {
+        println!("invalid   ... and {} more", bad - bad_examples.len() as u64);
+    }
+    Ok(Exit::Complete)
+}

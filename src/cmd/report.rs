@@ -1,0 +1,67 @@
+//! `riskbatch report`: writes the result files and the summary from the
+//! checkpoint store at any moment; an unfinished run's files are marked partial.
+
+use anyhow::Result;
+
+use crate::cli::JobArgs;
+use crate::clock::now_ms;
+use crate::exit::{Exit, usage};
+use crate::input;
+use crate::results::{Invocation, write_results, write_summary};
+use crate::store::Store;
+use crate::summary::RunState;
+
+pub fn execute(args: JobArgs) -> Result<Exit> {
+    let started_at = now_ms();
+    let (job, input) = super::load(&args)?;
+    let fingerprint = input::fingerprint(&input.path)?;
+    let run_id = format!("{}-{fingerprint}", job.name);
+    let missing = || {
+        usage(format!(
+            "no run of job {} for {} yet; `riskbatch run` starts it",
+            job.name,
+            input.path.display()
+        ))
+    };
+    if !job.state_dir.join("checkpoint.sqlite").exists() {
+        return Err(missing());
+    }
+    let mut store = Store::open(&job.state_dir)?;
+    let run = store.find_run(&run_id)?.ok_or_else(missing)?;
+    let partial = run.completed_at.is_none();
+    let (outputs, clusters) = write_results(&job, &input, &mut store, &run, partial)?;
+    let state = if partial {
+        RunState::Paused
+    } else {
+        RunState::Complete
+    };
+    let invocation = Invocation {
+        started_at,
+        rows_decided: 0,
+        calls_sent: 0,
+    };
+    let summary = write_summary(
+        &job,
+        &store,
+        run.id,
+        state,
+        None,
+        None,
+        partial,
+        clusters,
+        &outputs,
+        &invocation,
+    )?;
+    println!(
+        "{}: {} report, {}/{} rows done",
+        summary.run_id,
+        if partial { "partial" } else { "complete" },
+        summary.rows.done,
+        summary.rows.total
+    );
+    for path in &outputs {
+        println!("  wrote {}", path.display());
+    }
+    println!("  wrote {}", job.output.dir.join("summary.json").display());
+    Ok(Exit::Complete)
+}

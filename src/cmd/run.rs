@@ -1,0 +1,376 @@
+//! `riskbatch run`: the whole job — resume or start the run for this input,
+//! call the API for every row not yet decided, write the outputs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::cli::RunArgs;
+use crate::clock::now_ms;
+use crate::exit::{Exit, usage};
+use crate::input::{self, InputFile};
+use crate::job::{BaseUrl, Job, TokenSource};
+use crate::lock::{Locked, try_lock};
+use crate::outcome::PauseReason;
+use crate::pacer::Pacer;
+use crate::results::{Invocation, stored_clusters, write_results, write_summary};
+use crate::runner::{Bounds, CallSide, Lists, RunEnd, Runner};
+use crate::store::{RunRecord, Store};
+use crate::summary::RunState;
+use crate::wechat::client::{RiskClient, http_client};
+use crate::wechat::token::{Credentials, TokenProvider};
+
+/// Credentials the embedded simulator accepts when none are set.
+const SIM_APPID: &str = "wxsim000000000000";
+const SIM_SECRET: &str = "sim-secret";
+
+pub fn execute(args: RunArgs) -> Result<Exit> {
+    let started_at = now_ms();
+    let started = Instant::now();
+    let (mut job, input) = super::load(&args.job)?;
+    if let Some(dir) = &args.output {
+        job.output.dir = crate::job::normalize(&std::path::absolute(dir).unwrap_or_else(|_| dir.clone()));
+    }
+    if let Some(url) = &args.base_url {
+        job.api.base_url = match url.as_str() {
+            "sim" => BaseUrl::Sim,
+            u if u.starts_with("http://") || u.starts_with("https://") => {
+                BaseUrl::Url(u.trim_end_matches('/').into())
+            }
+            other => {
+                return Err(usage(format!(
+                    "--base-url {other}: use \"sim\" or an http(s) URL"
+                )));
+            }
+        };
+    }
+    let lists = read_lists(&job)?;
+    let credentials = credentials(&job)?;
+
+    let _lock = match try_lock(&job.state_dir)? {
+        Locked::Acquired(lock) => lock,
+        Locked::Busy(pid) => {
+            let who = pid.map_or("another process".to_string(), |p| format!("process {p}"));
+            tracing::warn!(
+                "job {} is already running in {who} (lock {}); nothing done, exiting 75",
+                job.name,
+                job.state_dir.join("lock").display()
+            );
+            return Ok(Exit::Paused);
+        }
+    };
+
+    let mut store = Store::open(&job.state_dir)?;
+    let run = open_run(&job, &input, &mut store, args.fresh)?;
+    let invocation = |rows_decided, calls_sent| Invocation {
+        started_at,
+        rows_decided,
+        calls_sent,
+    };
+
+    if run.completed_at.is_some() {
+        let present = (!job.output.parquet || job.output.dir.join("results.parquet").exists())
+            && (!job.output.csv || job.output.dir.join("results.csv").exists());
+        let (outputs, clusters) = if present {
+            let outputs = ["results.parquet", "results.csv"]
+                .iter()
+                .zip([job.output.parquet, job.output.csv])
+                .filter(|(_, wanted)| *wanted)
+                .map(|(name, _)| job.output.dir.join(name))
+                .collect();
+            (outputs, stored_clusters(&store, run.id)?)
+        } else {
+            write_results(&job, &input, &mut store, &run, false)?
+        };
+        let summary = write_summary(
+            &job,
+            &store,
+            run.id,
+            RunState::Complete,
+            None,
+            None,
+            false,
+            clusters,
+            &outputs,
+            &invocation(0, 0),
+        )?;
+        tracing::info!(
+            run_id = %run.run_id,
+            "run {} is already complete: no call made; {} written to {}",
+            run.run_id,
+            if present { "summary" } else { "missing outputs" },
+            job.output.dir.display()
+        );
+        print_outcome(&job, &summary, &outputs);
+        return Ok(Exit::Complete);
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("riskbatch-io")
+        .build()
+        .context("starting the async runtime")?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    runtime.spawn(watch_signals(interrupted.clone()));
+    let (base_url, _sim) = match &job.api.base_url {
+        BaseUrl::Url(url) => (url.clone(), None),
+        BaseUrl::Sim => {
+            let sim = runtime.block_on(crate::sim::start(job.sim.clone(), "127.0.0.1:0"))?;
+            tracing::info!("using the embedded simulator at {}", sim.base_url());
+            (sim.base_url(), Some(sim))
+        }
+    };
+    let http = {
+        let _guard = runtime.enter();
+        http_client(job.throttle.timeout, job.throttle.concurrency)?
+    };
+    let tokens = Arc::new(TokenProvider::new(
+        http.clone(),
+        &base_url,
+        job.api.token.clone(),
+        credentials,
+    ));
+    let pacer = Arc::new(Pacer::new(job.throttle.rate));
+    let client = Arc::new(RiskClient::new(
+        http,
+        &base_url,
+        job.api.path,
+        job.scene,
+        tokens,
+        pacer,
+        job.throttle.max_retries,
+        run.fingerprint.chars().take(8).collect(),
+    ));
+    let calls = CallSide {
+        runtime: runtime.handle().clone(),
+        client,
+    };
+    let bounds = Bounds {
+        max_chunks: args.max_chunks,
+        deadline: args.deadline.map(|d| started + d),
+    };
+    tracing::info!(
+        run_id = %run.run_id,
+        rows = run.rows_total.unwrap_or(0),
+        rate = job.throttle.rate,
+        concurrency = job.throttle.concurrency,
+        "running {} on {}",
+        run.run_id,
+        input.path.display()
+    );
+    let report = Runner::new(
+        &job,
+        &input,
+        &mut store,
+        &run,
+        &lists,
+        &calls,
+        bounds,
+        interrupted,
+    )
+    .run(args.progress)?;
+    let done = invocation(report.rows_decided, report.calls_sent);
+
+    let (exit, state, reason, error) = match &report.end {
+        RunEnd::Complete => (Exit::Complete, RunState::Complete, None, None),
+        RunEnd::Paused(reason) => (Exit::Paused, RunState::Paused, Some(*reason), None),
+        RunEnd::Failed(message) => (Exit::Failed, RunState::Failed, None, Some(message.clone())),
+    };
+    let (outputs, clusters) = if state == RunState::Complete {
+        store.set_completed(run.id, now_ms())?;
+        store.commit()?;
+        write_results(&job, &input, &mut store, &run, false)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let summary = write_summary(
+        &job,
+        &store,
+        run.id,
+        state,
+        reason,
+        error.clone(),
+        false,
+        clusters,
+        &outputs,
+        &done,
+    )?;
+    print_outcome(&job, &summary, &outputs);
+    match (&report.end, reason) {
+        (RunEnd::Failed(message), _) => {
+            tracing::error!("the run failed: {message}");
+        }
+        (_, Some(reason)) => {
+            tracing::warn!(
+                pause_reason = reason.as_str(),
+                "paused ({}): run the same command again to continue",
+                pause_explanation(reason)
+            );
+        }
+        _ => {}
+    }
+    drop(runtime);
+    Ok(exit)
+}
+
+fn pause_explanation(reason: PauseReason) -> &'static str {
+    match reason {
+        PauseReason::MaxChunks => "--max-chunks reached",
+        PauseReason::Deadline => "--deadline reached",
+        PauseReason::DailyQuota => "WeChat's daily quota is used up (45009); resume tomorrow",
+        PauseReason::InsufficientBalance => {
+            "the risk service balance is used up (code 13); resume after a top-up"
+        }
+        PauseReason::Interrupted => "interrupted by a signal",
+        PauseReason::FailedRows => "some rows ran out of retries; they are tried again next time",
+    }
+}
+
+fn print_outcome(job: &Job, summary: &crate::summary::Summary, outputs: &[std::path::PathBuf]) {
+    let levels = &summary.risk_levels;
+    let level = |k: &str| levels.get(k).copied().unwrap_or(0);
+    println!(
+        "{}: {} — {}/{} rows done, {} calls sent; risk none {} / low {} / medium {} / high {}",
+        summary.run_id,
+        summary.state.as_str(),
+        summary.rows.done,
+        summary.rows.total,
+        summary.calls.sent,
+        level("0"),
+        level("1"),
+        level("2"),
+        level("3"),
+    );
+    for path in outputs {
+        println!("  wrote {}", path.display());
+    }
+    println!("  wrote {}", job.output.dir.join("summary.json").display());
+}
+
+/// Finds the run of this input, or starts one; `fresh` discards it first.
+fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Result<RunRecord> {
+    let fingerprint = input::fingerprint(&input.path)?;
+    let run_id = format!("{}-{fingerprint}", job.name);
+    let mut found = store.find_run(&run_id)?;
+    if fresh && let Some(run) = found.take() {
+        tracing::info!("--fresh: discarding the checkpoint of run {}", run.run_id);
+        store.delete_run(run.id)?;
+    }
+    if let Some(run) = found {
+        if run.chunk_size != job.throttle.chunk_size {
+            tracing::warn!(
+                "run {} was started with chunk_size {}; keeping it (use --fresh to start over with {})",
+                run.run_id,
+                run.chunk_size,
+                job.throttle.chunk_size
+            );
+        }
+        if run.completed_at.is_none() {
+            tracing::info!("resuming run {}", run.run_id);
+        }
+        return Ok(run);
+    }
+    for other in store.unfinished_runs_except(&run_id)? {
+        tracing::warn!(
+            "an earlier run of job {} on another input is unfinished: {} ({}); it is kept and resumes if that input is run again",
+            job.name,
+            other.run_id,
+            other.input_path
+        );
+    }
+    let rows = input.count_rows()?;
+    let mut run = store.create_run(
+        &run_id,
+        &fingerprint,
+        &input.path.display().to_string(),
+        job.throttle.chunk_size,
+        now_ms(),
+    )?;
+    store.set_rows_total(run.id, rows)?;
+    if !job.cache_ttl.is_zero() {
+        store.prune_answers(now_ms() - job.cache_ttl.as_millis() as i64)?;
+    }
+    store.commit()?;
+    run.rows_total = Some(rows);
+    tracing::info!(
+        "new run {} for {} ({rows} rows)",
+        run.run_id,
+        input.path.display()
+    );
+    Ok(run)
+}
+
+fn read_lists(job: &Job) -> Result<Lists> {
+    let mut lists = Lists::default();
+    if let Some(path) = &job.lists.allow {
+        lists.allow = input::read_list(path, "lists.allow", job)?;
+    }
+    if let Some(path) = &job.lists.deny {
+        lists.deny = input::read_list(path, "lists.deny", job)?;
+    }
+    Ok(lists)
+}
+
+/// The appid and secret from the environment; the simulator accepts stand-ins.
+fn credentials(job: &Job) -> Result<Option<Credentials>> {
+    let appid = std::env::var(&job.api.appid_env)
+        .ok()
+        .filter(|v| !v.is_empty());
+    let secret = std::env::var(&job.api.secret_env)
+        .ok()
+        .filter(|v| !v.is_empty());
+    match (appid, secret, &job.api.base_url, &job.api.token) {
+        (Some(appid), Some(secret), _, _) => Ok(Some(Credentials { appid, secret })),
+        (_, _, _, TokenSource::Command(_)) => Ok(None),
+        (appid, secret, BaseUrl::Sim, _) => Ok(Some(Credentials {
+            appid: appid.unwrap_or_else(|| SIM_APPID.into()),
+            secret: secret.unwrap_or_else(|| SIM_SECRET.into()),
+        })),
+        (appid, _, BaseUrl::Url(_), _) => {
+            let missing = if appid.is_none() {
+                &job.api.appid_env
+            } else {
+                &job.api.secret_env
+            };
+            Err(usage(format!(
+                "{}: the environment variable {missing} is not set; export the WeChat appid and secret \
+                 (named by api.appid_env and api.secret_env) before running",
+                job.file.display()
+            )))
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: stop dispatching and checkpoint. Second: leave at once
+/// (still resumable: every committed row is kept).
+async fn watch_signals(interrupted: Arc<AtomicBool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if interrupted.swap(true, Ordering::SeqCst) {
+                eprintln!("riskbatch: second signal, exiting now; run again to resume");
+                std::process::exit(Exit::Paused as i32);
+            }
+            eprintln!("riskbatch: stopping after the calls in flight (signal again to exit now)");
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        interrupted.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,613 @@
+//! The job file (SPEC §2): parsed from TOML, validated once, then read-only.
+//!
+//! Every later stage takes `&Job`; nothing downstream sees TOML or clap types.
+//! Unknown keys are errors so that a typo cannot silently change a run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::duration;
+use crate::exit::usage;
+use crate::sim::SimConfig;
+use crate::wechat::{ApiPath, Scene, Source};
+
+/// The API fields a column can be mapped to, in the order they are documented.
+pub const API_FIELDS: [&str; 8] = [
+    "openid",
+    "phonenum",
+    "certid",
+    "clientip",
+    "deviceid",
+    "wifibssid",
+    "mchcode",
+    "user_access_token",
+];
+
+/// A validated job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    /// The job file itself, for messages.
+    pub file: PathBuf,
+    pub scene: Scene,
+    pub source: Source,
+    pub input: InputSpec,
+    pub output: OutputSpec,
+    pub api: ApiSpec,
+    pub throttle: Throttle,
+    pub lists: Lists,
+    /// Reuse an identical request's result within this age, across runs; zero disables.
+    pub cache_ttl: Duration,
+    /// The folder of this job's checkpoint store (`<state dir>/<name>`).
+    pub state_dir: PathBuf,
+    /// The folder shared by the jobs beside each other (tokens per appid live here).
+    pub shared_state_dir: PathBuf,
+    pub sim: SimConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub path: PathBuf,
+    pub encoding: Encoding,
+    /// API field → column name, for the mapped fields only.
+    pub columns: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encoding {
+    Auto,
+    #[serde(alias = "utf8")]
+    Utf8,
+    Gbk,
+    Gb18030,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    pub dir: PathBuf,
+    pub parquet: bool,
+    pub csv: bool,
+    pub mask: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseUrl {
+    /// The embedded simulator, started in-process on a random loopback port.
+    Sim,
+    Url(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `/cgi-bin/stable_token`: shared safely by any number of processes.
+    Stable,
+    /// `/cgi-bin/token`: each fetch invalidates the previous token.
+    ClientCredential,
+    /// A program that prints a valid access_token (a central token service).
+    Command(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSpec {
+    pub base_url: BaseUrl,
+    pub path: ApiPath,
+    pub appid_env: String,
+    pub secret_env: String,
+    pub token: TokenSource,
+}
+
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    pub chunk_size: u32,
+    pub rate: u32,
+    pub concurrency: u32,
+    pub max_retries: u32,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Lists {
+    pub allow: Option<PathBuf>,
+    pub deny: Option<PathBuf>,
+}
+
+// ---- the file as written ----------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    name: String,
+    #[serde(default = "default_scene")]
+    scene: Scene,
+    #[serde(default = "default_source")]
+    source: Source,
+    input: RawInput,
+    #[serde(default)]
+    output: RawOutput,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    throttle: RawThrottle,
+    #[serde(default)]
+    lists: RawLists,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    sim: SimConfig,
+}
+
+fn default_scene() -> Scene {
+    Scene::Marketing
+}
+fn default_source() -> Source {
+    Source::Miniprogram
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    path: String,
+    #[serde(default = "default_encoding")]
+    encoding: Encoding,
+    #[serde(default)]
+    columns: Option<BTreeMap<String, String>>,
+}
+
+fn default_encoding() -> Encoding {
+    Encoding::Auto
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    dir: Option<String>,
+    formats: Option<Vec<String>>,
+    #[serde(default)]
+    mask: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    base_url: Option<String>,
+    path: Option<String>,
+    appid_env: Option<String>,
+    secret_env: Option<String>,
+    token: Option<toml::Value>,
+    /// Present only so that a secret written into the file gets its own error.
+    secret: Option<toml::Value>,
+    appid: Option<toml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawThrottle {
+    chunk_size: Option<i64>,
+    rate: Option<i64>,
+    concurrency: Option<i64>,
+    max_retries: Option<i64>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLists {
+    allow: Option<String>,
+    deny: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    ttl: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<String>,
+}
+
+impl Job {
+    /// Reads and validates a job file. Every error names the file and the key.
+    pub fn load(file: &Path) -> Result<Job> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|err| usage(format!("cannot read job file {}: {err}", file.display())))?;
+        let state_override = std::env::var_os("RISKBATCH_STATE_DIR").map(PathBuf::from);
+        Job::parse(&text, file, state_override)
+    }
+
+    /// Validates job-file text as if it were read from `file`.
+    pub fn parse(text: &str, file: &Path, state_override: Option<PathBuf>) -> Result<Job> {
+        let shown = file.display().to_string();
+        let raw: RawJob = toml::from_str(text)
+            .map_err(|err| usage(format!("{shown}: {}", err.to_string().trim_end())))?;
+        let folder = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let folder = std::path::absolute(folder)
+            .with_context(|| format!("resolving the folder of {shown}"))?;
+        let bad = |key: &str, why: String| usage(format!("{shown}: `{key}`: {why}"));
+
+        if raw.name.is_empty()
+            || raw.name.len() > 64
+            || !raw
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(bad(
+                "name",
+                format!(
+                    "\"{}\" must be 1 to 64 characters of a-z, 0-9, - and _ (it names the checkpoint store)",
+                    raw.name
+                ),
+            ));
+        }
+
+        // input
+        let input_path = resolve(&folder, &raw.input.path);
+        let columns = match raw.input.columns {
+            None => BTreeMap::from([("openid".to_string(), "openid".to_string())]),
+            Some(columns) => columns,
+        };
+        for (field, column) in &columns {
+            if !API_FIELDS.contains(&field.as_str()) {
+                return Err(bad(
+                    &format!("input.columns.{field}"),
+                    format!("not an API field; use one of {}", API_FIELDS.join(", ")),
+                ));
+            }
+            if column.is_empty() {
+                return Err(bad(
+                    &format!("input.columns.{field}"),
+                    "the column name is empty".into(),
+                ));
+            }
+        }
+        if !columns.contains_key("openid") {
+            return Err(bad(
+                "input.columns.openid",
+                "missing: the openid column is required".into(),
+            ));
+        }
+        if raw.source == Source::App && !columns.contains_key("user_access_token") {
+            return Err(bad(
+                "input.columns.user_access_token",
+                "missing: source = \"app\" needs the column that holds each user's user_access_token".into(),
+            ));
+        }
+
+        // output
+        let output_dir = resolve(
+            &folder,
+            raw.output
+                .dir
+                .as_deref()
+                .unwrap_or(&format!("out/{}", raw.name)),
+        );
+        let formats = raw
+            .output
+            .formats
+            .unwrap_or_else(|| vec!["parquet".into(), "csv".into()]);
+        if formats.is_empty() {
+            return Err(bad(
+                "output.formats",
+                "is empty; list parquet, csv or both".into(),
+            ));
+        }
+        for format in &formats {
+            if format != "parquet" && format != "csv" {
+                return Err(bad(
+                    "output.formats",
+                    format!("\"{format}\" is not a format; use \"parquet\" and/or \"csv\""),
+                ));
+            }
+        }
+
+        // api
+        if raw.api.secret.is_some() {
+            return Err(bad(
+                "api.secret",
+                "a secret must not be written into a job file; put it in an environment \
+                 variable and name that variable with secret_env (default WECHAT_SECRET)"
+                    .into(),
+            ));
+        }
+        if raw.api.appid.is_some() {
+            return Err(bad(
+                "api.appid",
+                "the appid comes from the environment; name the variable with appid_env \
+                 (default WECHAT_APPID)"
+                    .into(),
+            ));
+        }
+        let base_url = match raw.api.base_url.as_deref() {
+            None | Some("sim") => BaseUrl::Sim,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                BaseUrl::Url(url.trim_end_matches('/').to_string())
+            }
+            Some(other) => {
+                return Err(bad(
+                    "api.base_url",
+                    format!(
+                        "\"{other}\" is neither \"sim\" nor an http(s) URL such as https://api.weixin.qq.com"
+                    ),
+                ));
+            }
+        };
+        let path = match raw.api.path.as_deref() {
+            None | Some("/wxa/servicemarket") => ApiPath::Wxa,
+            Some("/tcb/servicemarket") => ApiPath::Tcb,
+            Some(other) => {
+                return Err(bad(
+                    "api.path",
+                    format!(
+                        "\"{other}\" is not a risk endpoint; use \"/wxa/servicemarket\" or \"/tcb/servicemarket\""
+                    ),
+                ));
+            }
+        };
+        let token = match &raw.api.token {
+            None => TokenSource::Stable,
+            Some(toml::Value::String(s)) if s == "stable" => TokenSource::Stable,
+            Some(toml::Value::String(s)) if s == "client_credential" => {
+                TokenSource::ClientCredential
+            }
+            Some(toml::Value::Table(t))
+                if t.len() == 1 && t.get("command").is_some_and(|c| c.is_str()) =>
+            {
+                let command = t["command"].as_str().unwrap_or_default().trim().to_string();
+                if command.is_empty() {
+                    return Err(bad("api.token.command", "is empty".into()));
+                }
+                TokenSource::Command(command)
+            }
+            Some(_) => {
+                return Err(bad(
+                    "api.token",
+                    "use \"stable\", \"client_credential\" or { command = \"...\" }".into(),
+                ));
+            }
+        };
+        let env_name = |key: &str, value: Option<String>, default: &str| -> Result<String> {
+            let name = value.unwrap_or_else(|| default.to_string());
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(bad(
+                    key,
+                    format!("\"{name}\" is not an environment variable name"),
+                ));
+            }
+            Ok(name)
+        };
+        let appid_env = env_name("api.appid_env", raw.api.appid_env, "WECHAT_APPID")?;
+        let secret_env = env_name("api.secret_env", raw.api.secret_env, "WECHAT_SECRET")?;
+
+        // throttle
+        let t = raw.throttle;
+        let int =
+            |key: &str, value: Option<i64>, default: i64, min: i64, max: i64| -> Result<u32> {
+                let v = value.unwrap_or(default);
+                if v < min || v > max {
+                    return Err(bad(
+                        &format!("throttle.{key}"),
+                        format!("{v} is out of range {min}..={max}"),
+                    ));
+                }
+                Ok(v as u32)
+            };
+        let throttle = Throttle {
+            chunk_size: int("chunk_size", t.chunk_size, 1000, 1, 1_000_000)?,
+            rate: int("rate", t.rate, 50, 1, 1_000_000)?,
+            concurrency: int("concurrency", t.concurrency, 16, 1, 4096)?,
+            max_retries: int("max_retries", t.max_retries, 5, 0, 100)?,
+            timeout: match t.timeout {
+                None => Duration::from_secs(10),
+                Some(text) => {
+                    let d = duration::parse(&text).map_err(|e| bad("throttle.timeout", e))?;
+                    if d.is_zero() {
+                        return Err(bad("throttle.timeout", "must be more than 0s".into()));
+                    }
+                    d
+                }
+            },
+        };
+
+        let lists = Lists {
+            allow: raw.lists.allow.map(|p| resolve(&folder, &p)),
+            deny: raw.lists.deny.map(|p| resolve(&folder, &p)),
+        };
+        let cache_ttl = match raw.cache.ttl {
+            None => Duration::from_secs(24 * 3600),
+            Some(text) => duration::parse(&text).map_err(|e| bad("cache.ttl", e))?,
+        };
+        let shared_state_dir = match state_override {
+            Some(dir) => normalize(
+                &std::path::absolute(&dir)
+                    .with_context(|| format!("resolving RISKBATCH_STATE_DIR {}", dir.display()))?,
+            ),
+            None => resolve(&folder, raw.state.dir.as_deref().unwrap_or(".riskbatch")),
+        };
+        raw.sim.validate().map_err(|e| bad("sim", e))?;
+
+        Ok(Job {
+            state_dir: shared_state_dir.join(&raw.name),
+            shared_state_dir,
+            name: raw.name,
+            file: file.to_path_buf(),
+            scene: raw.scene,
+            source: raw.source,
+            input: InputSpec {
+                path: input_path,
+                encoding: raw.input.encoding,
+                columns,
+            },
+            output: OutputSpec {
+                dir: output_dir,
+                parquet: formats.iter().any(|f| f == "parquet"),
+                csv: formats.iter().any(|f| f == "csv"),
+                mask: raw.output.mask,
+            },
+            api: ApiSpec {
+                base_url,
+                path,
+                appid_env,
+                secret_env,
+                token,
+            },
+            throttle,
+            lists,
+            cache_ttl,
+            sim: raw.sim,
+        })
+    }
+
+    /// The column mapped to an API field, if any.
+    pub fn column(&self, field: &str) -> Option<&str> {
+        self.input.columns.get(field).map(String::as_str)
+    }
+}
+
+/// `path` against the job file's folder, with `.` and `..` folded away so
+/// that messages show the path a person would write.
+fn resolve(folder: &Path, path: &str) -> PathBuf {
+    normalize(&folder.join(path))
+}
+
+/// Folds `.` and `..` lexically (the folder may not exist yet).
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Job> {
+        Job::parse(text, Path::new("/jobs/x.toml"), None)
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    const MINIMAL: &str = "name = \"spring\"\n[input]\npath = \"../data/p.csv\"\n";
+
+    #[test]
+    fn minimal_job_gets_documented_defaults() {
+        let job = parse(MINIMAL).unwrap();
+        assert_eq!(job.input.path, Path::new("/data/p.csv"));
+        assert_eq!(job.scene, Scene::Marketing);
+        assert_eq!(job.throttle.chunk_size, 1000);
+        assert_eq!(job.throttle.rate, 50);
+        assert_eq!(job.throttle.concurrency, 16);
+        assert_eq!(job.throttle.max_retries, 5);
+        assert_eq!(job.throttle.timeout, Duration::from_secs(10));
+        assert_eq!(job.api.base_url, BaseUrl::Sim);
+        assert_eq!(job.api.token, TokenSource::Stable);
+        assert_eq!(job.state_dir, Path::new("/jobs/.riskbatch/spring"));
+        assert_eq!(job.output.dir, Path::new("/jobs/out/spring"));
+        assert!(job.output.parquet && job.output.csv);
+        assert_eq!(job.cache_ttl, Duration::from_secs(86400));
+        assert_eq!(job.column("openid"), Some("openid"));
+    }
+
+    #[test]
+    fn state_dir_override_wins() {
+        let job = Job::parse(MINIMAL, Path::new("/jobs/x.toml"), Some("/var/rb".into())).unwrap();
+        assert_eq!(job.state_dir, Path::new("/var/rb/spring"));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let cases = [
+            (
+                format!("{MINIMAL}[api]\nsecret = \"abc\"\n"),
+                "`api.secret`",
+            ),
+            (
+                format!("{MINIMAL}[throttle]\nrate = 0\n"),
+                "`throttle.rate`",
+            ),
+            (
+                format!("{MINIMAL}[throttle]\ntimeout = \"10\"\n"),
+                "`throttle.timeout`",
+            ),
+            (format!("{MINIMAL}[throttle]\nrtae = 5\n"), "rtae"),
+            (
+                format!("{MINIMAL}[output]\nformats = [\"xlsx\"]\n"),
+                "`output.formats`",
+            ),
+            (format!("{MINIMAL}[api]\npath = \"/x\"\n"), "`api.path`"),
+            (format!("{MINIMAL}[api]\ntoken = \"mine\"\n"), "`api.token`"),
+            (
+                format!("{MINIMAL}[cache]\nttl = \"forever\"\n"),
+                "`cache.ttl`",
+            ),
+            (
+                format!("{MINIMAL}[input.columns]\nphone = \"p\"\n"),
+                "`input.columns.phone`",
+            ),
+            (
+                format!("{MINIMAL}[input.columns]\nphonenum = \"p\"\n"),
+                "`input.columns.openid`",
+            ),
+            (MINIMAL.replace("spring", "Spring Coupons"), "`name`"),
+            (
+                format!("{MINIMAL}source = \"app\"\n")
+                    .replace("[input]\npath = \"../data/p.csv\"\n", "")
+                    + "[input]\npath=\"p.csv\"\n",
+                "user_access_token",
+            ),
+            (
+                "name = \"x\"\nscene = \"shop\"\n[input]\npath = \"p.csv\"\n".to_string(),
+                "scene",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = err(&text);
+            assert!(message.contains("/jobs/x.toml"), "{message}");
+            assert!(message.contains(expected), "`{expected}` not in: {message}");
+            assert_eq!(
+                crate::exit::exit_for(&parse(&text).unwrap_err()),
+                crate::exit::Exit::Usage
+            );
+        }
+    }
+
+    #[test]
+    fn token_command_and_client_credential() {
+        let job = parse(&format!(
+            "{MINIMAL}[api]\ntoken = {{ command = \"cat tok\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(job.api.token, TokenSource::Command("cat tok".into()));
+        let job = parse(&format!(
+            "{MINIMAL}[api]\ntoken = \"client_credential\"\npath = \"/tcb/servicemarket\"\n"
+        ))
+        .unwrap();
+        assert_eq!(job.api.token, TokenSource::ClientCredential);
+        assert_eq!(job.api.path, ApiPath::Tcb);
+    }
+}

@@ -1,0 +1,582 @@
+//! The runner: chunks in, outcomes out.
+//!
+//! Pacing is separate from work: a reader thread parses chunks ahead, this
+//! coordinator (the only owner of the checkpoint store) decides each row —
+//! locally when it can (bad input, lists, duplicates, cache), otherwise by
+//! handing a call to the async side — and records every outcome as it
+//! arrives, committing in batches a few times a second. The async side only
+//! runs calls: at most `concurrency` at a time (the coordinator counts them)
+//! and never faster than the pacer allows.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::clock::now_ms;
+use crate::input::{InputChunk, InputFile};
+use crate::job::Job;
+use crate::outcome::{Answer, PauseReason, RiskSource, RowOutcome, RowStatus};
+use crate::progress::{Figures, Progress, ProgressMode};
+use crate::store::{RunRecord, Store};
+use crate::wechat::client::{CallEnd, CallResult, RiskClient};
+use crate::wechat::{RequestKey, RiskRequest};
+
+/// Commit at least this often while rows are finishing.
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
+/// ... or after this many writes, whichever comes first.
+const COMMIT_ROWS: usize = 20_000;
+/// Rows decided locally before the loop looks at commits, progress and stop flags.
+const LOCAL_BATCH: usize = 4096;
+
+/// Limits on one invocation.
+#[derive(Debug, Clone, Default)]
+pub struct Bounds {
+    pub max_chunks: Option<u64>,
+    pub deadline: Option<Instant>,
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Every row has a final outcome.
+    Complete,
+    Paused(PauseReason),
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct InvocationReport {
+    pub end: RunEnd,
+    /// Rows given a final outcome by this invocation.
+    pub rows_decided: u64,
+    /// Requests sent to the risk endpoint by this invocation.
+    pub calls_sent: u64,
+}
+
+/// The local decisions: allow and deny lists.
+#[derive(Debug, Default)]
+pub struct Lists {
+    pub allow: HashSet<String>,
+    pub deny: HashSet<String>,
+}
+
+struct CallOrder {
+    row: u64,
+    chunk: u64,
+    key: RequestKey,
+    request: RiskRequest,
+    earlier_attempts: u32,
+}
+
+struct Finished {
+    order: CallOrder,
+    result: CallResult,
+}
+
+/// A row waiting for an identical request in flight.
+struct Waiter {
+    row: u64,
+    chunk: u64,
+    earlier_attempts: u32,
+}
+
+struct PendingRow {
+    row: u64,
+    chunk: u64,
+    request: Result<RiskRequest, String>,
+    earlier_attempts: u32,
+}
+
+/// Runs calls on the async side: one task per call.
+pub struct CallSide {
+    pub runtime: tokio::runtime::Handle,
+    pub client: Arc<RiskClient>,
+}
+
+pub struct Runner<'a> {
+    job: &'a Job,
+    input: &'a InputFile,
+    store: &'a mut Store,
+    run: &'a RunRecord,
+    lists: &'a Lists,
+    calls: &'a CallSide,
+    bounds: Bounds,
+    /// Set by a signal handler: stop dispatching.
+    interrupted: Arc<AtomicBool>,
+
+    done_tx: mpsc::Sender<Finished>,
+    done_rx: Receiver<Finished>,
+    chunks: Option<Receiver<Result<InputChunk>>>,
+    queue: VecDeque<PendingRow>,
+    chunks_started: u64,
+    in_flight: usize,
+    waiting: HashMap<RequestKey, Vec<Waiter>>,
+    /// Rows of each started chunk still without a final outcome.
+    chunk_left: HashMap<u64, usize>,
+    stop: Option<RunEnd>,
+
+    writes: usize,
+    last_commit: Instant,
+    rows_decided: u64,
+    calls_sent: u64,
+    calls_unsaved: u64,
+    retries_unsaved: u64,
+    figures: Figures,
+}
+
+impl<'a> Runner<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        job: &'a Job,
+        input: &'a InputFile,
+        store: &'a mut Store,
+        run: &'a RunRecord,
+        lists: &'a Lists,
+        calls: &'a CallSide,
+        bounds: Bounds,
+        interrupted: Arc<AtomicBool>,
+    ) -> Runner<'a> {
+        let (done_tx, done_rx) = mpsc::channel();
+        Runner {
+            job,
+            input,
+            store,
+            run,
+            lists,
+            calls,
+            bounds,
+            interrupted,
+            done_tx,
+            done_rx,
+            chunks: None,
+            queue: VecDeque::new(),
+            chunks_started: 0,
+            in_flight: 0,
+            waiting: HashMap::new(),
+            chunk_left: HashMap::new(),
+            stop: None,
+            writes: 0,
+            last_commit: Instant::now(),
+            rows_decided: 0,
+            calls_sent: 0,
+            calls_unsaved: 0,
+            retries_unsaved: 0,
+            figures: Figures::default(),
+        }
+    }
+
+    /// Works through the run until it is complete or must stop.
+    pub fn run(mut self, progress_mode: ProgressMode) -> Result<InvocationReport> {
+        let done_chunks = self.store.done_chunks(self.run.id)?;
+        let counts = self.store.counts(self.run.id)?;
+        self.figures = Figures {
+            done: counts.done,
+            total: self.run.rows_total.unwrap_or(0),
+            high_risk: counts.levels[3],
+            calls: self.run.calls_sent,
+            rate: self.job.throttle.rate,
+        };
+        let mut progress = Progress::new(progress_mode, self.figures.total, self.figures.done);
+        let reader = self.start_reader(done_chunks)?;
+
+        let (call_tx, call_rx) = tokio::sync::mpsc::unbounded_channel::<CallOrder>();
+        let dispatcher = self.calls.runtime.spawn(dispatch(
+            call_rx,
+            self.calls.client.clone(),
+            self.done_tx.clone(),
+        ));
+        let result = self.work(&call_tx, &mut progress);
+        drop(call_tx);
+        self.calls.client.stopping.store(true, Ordering::Relaxed);
+        dispatcher.abort();
+        let saved = self.save();
+        progress.finish();
+        drop(self.chunks.take());
+        let _ = reader.join();
+        result?;
+        saved?;
+
+        let end = match self.stop.take() {
+            Some(end) => end,
+            None => {
+                let counts = self.store.counts(self.run.id)?;
+                if counts.done >= self.run.rows_total.unwrap_or(0) {
+                    RunEnd::Complete
+                } else {
+                    RunEnd::Paused(PauseReason::FailedRows)
+                }
+            }
+        };
+        Ok(InvocationReport {
+            end,
+            rows_decided: self.rows_decided,
+            calls_sent: self.calls_sent,
+        })
+    }
+
+    fn start_reader(&mut self, done_chunks: HashSet<u64>) -> Result<std::thread::JoinHandle<()>> {
+        let (tx, rx): (SyncSender<Result<InputChunk>>, _) = mpsc::sync_channel(2);
+        let chunks = self.input.chunks(self.job.throttle.chunk_size as usize)?;
+        self.chunks = Some(rx);
+        let handle = std::thread::Builder::new()
+            .name("riskbatch-reader".into())
+            .spawn(move || {
+                for chunk in chunks {
+                    if matches!(&chunk, Ok(c) if done_chunks.contains(&c.index)) {
+                        continue;
+                    }
+                    if tx.send(chunk).is_err() {
+                        return;
+                    }
+                }
+            })
+            .context("starting the input reader")?;
+        Ok(handle)
+    }
+
+    fn work(
+        &mut self,
+        call_tx: &tokio::sync::mpsc::UnboundedSender<CallOrder>,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let concurrency = self.job.throttle.concurrency as usize;
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            self.check_bounds();
+            let mut local = 0;
+            while self.stop.is_none() && self.in_flight < concurrency && local < LOCAL_BATCH {
+                let Some(row) = self.next_row()? else { break };
+                if self.decide(row, call_tx)? {
+                    local += 1;
+                }
+            }
+            let exhausted = self.queue.is_empty() && self.chunks.is_none();
+            if self.in_flight == 0 && (self.stop.is_some() || exhausted) {
+                return Ok(());
+            }
+            if self.stop.is_some() {
+                // Let in-flight calls finish, but not for longer than a request may take.
+                let deadline = *drain_deadline
+                    .get_or_insert_with(|| Instant::now() + self.job.throttle.timeout);
+                self.calls.client.stopping.store(true, Ordering::Relaxed);
+                if Instant::now() >= deadline {
+                    tracing::warn!(
+                        in_flight = self.in_flight,
+                        "stopped waiting for calls still in flight; their rows stay pending"
+                    );
+                    return Ok(());
+                }
+            }
+            if self.in_flight > 0 {
+                match self.done_rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(finished) => {
+                        self.finish(finished)?;
+                        while let Ok(finished) = self.done_rx.try_recv() {
+                            self.finish(finished)?;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        bail!("the call side stopped unexpectedly")
+                    }
+                }
+            }
+            if self.writes >= COMMIT_ROWS
+                || (self.writes > 0 && self.last_commit.elapsed() >= COMMIT_EVERY)
+            {
+                self.save()?;
+            }
+            self.figures.calls = self.run.calls_sent + self.calls_sent;
+            self.figures.rate = self.calls.client.pacer.current_rate();
+            progress.update(self.figures);
+        }
+    }
+
+    fn check_bounds(&mut self) {
+        if self.stop.is_some() {
+            return;
+        }
+        if self.interrupted.load(Ordering::Relaxed) {
+            self.stop = Some(RunEnd::Paused(PauseReason::Interrupted));
+        } else if self.bounds.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.stop = Some(RunEnd::Paused(PauseReason::Deadline));
+        }
+    }
+
+    /// The next row without a final outcome, reading the next chunk when needed.
+    fn next_row(&mut self) -> Result<Option<PendingRow>> {
+        loop {
+            if let Some(row) = self.queue.pop_front() {
+                return Ok(Some(row));
+            }
+            let Some(chunks) = &self.chunks else {
+                return Ok(None);
+            };
+            if self
+                .bounds
+                .max_chunks
+                .is_some_and(|max| self.chunks_started >= max)
+            {
+                // Finish what is in flight; pause only if a chunk is left for next time.
+                let more = chunks.recv().is_ok();
+                self.chunks = None;
+                if more && self.stop.is_none() {
+                    self.stop = Some(RunEnd::Paused(PauseReason::MaxChunks));
+                }
+                return Ok(None);
+            }
+            match chunks.recv() {
+                Ok(chunk) => self.start_chunk(chunk?)?,
+                Err(_) => {
+                    self.chunks = None;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn start_chunk(&mut self, chunk: InputChunk) -> Result<()> {
+        self.chunks_started += 1;
+        let last = chunk.first_row + chunk.len() as u64 - 1;
+        let stored: HashMap<u64, RowOutcome> = self
+            .store
+            .rows_between(self.run.id, chunk.first_row, last)?
+            .into_iter()
+            .map(|o| (o.row, o))
+            .collect();
+        let requests = self.input.requests(&chunk);
+        let mut left = 0;
+        for (i, request) in requests.into_iter().enumerate() {
+            let row = chunk.first_row + i as u64;
+            let earlier_attempts = match stored.get(&row) {
+                Some(outcome) if outcome.answer.status.is_final() => continue,
+                Some(outcome) => outcome.attempts,
+                None => 0,
+            };
+            left += 1;
+            self.queue.push_back(PendingRow {
+                row,
+                chunk: chunk.index,
+                request,
+                earlier_attempts,
+            });
+        }
+        if left == 0 {
+            self.store
+                .mark_chunk_done(self.run.id, chunk.index, now_ms())?;
+            self.writes += 1;
+        } else {
+            self.chunk_left.insert(chunk.index, left);
+        }
+        Ok(())
+    }
+
+    /// Decides a row locally or sends it; true when decided locally.
+    fn decide(
+        &mut self,
+        pending: PendingRow,
+        call_tx: &tokio::sync::mpsc::UnboundedSender<CallOrder>,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let request = match pending.request {
+            Err(reason) => {
+                let answer = Answer::local(RowStatus::InvalidInput, None, Some(reason), now);
+                self.record(
+                    pending.row,
+                    pending.chunk,
+                    answer,
+                    None,
+                    pending.earlier_attempts,
+                )?;
+                return Ok(true);
+            }
+            Ok(request) => request,
+        };
+        let listed = if self.lists.deny.contains(&request.openid) {
+            Some((RiskSource::Denylist, 3))
+        } else if self.lists.allow.contains(&request.openid) {
+            Some((RiskSource::Allowlist, 0))
+        } else {
+            None
+        };
+        if let Some((source, level)) = listed {
+            let answer = Answer::local(RowStatus::Ok, Some(level), None, now);
+            self.record(
+                pending.row,
+                pending.chunk,
+                answer,
+                Some(source),
+                pending.earlier_attempts,
+            )?;
+            return Ok(true);
+        }
+        let key = request.key(self.job.scene);
+        if let Some(waiters) = self.waiting.get_mut(&key) {
+            waiters.push(Waiter {
+                row: pending.row,
+                chunk: pending.chunk,
+                earlier_attempts: pending.earlier_attempts,
+            });
+            return Ok(true);
+        }
+        if let Some(stored) = self.store.answer(&key)? {
+            let source = if stored.run == self.run.id {
+                Some(RiskSource::Duplicate)
+            } else {
+                let fresh = now - stored.answer.checked_at <= self.job.cache_ttl.as_millis() as i64;
+                (fresh && stored.answer.status == RowStatus::Ok).then_some(RiskSource::Cache)
+            };
+            if let Some(source) = source {
+                self.record(
+                    pending.row,
+                    pending.chunk,
+                    stored.answer,
+                    Some(source),
+                    pending.earlier_attempts,
+                )?;
+                return Ok(true);
+            }
+        }
+        self.waiting.insert(key, Vec::new());
+        self.in_flight += 1;
+        call_tx
+            .send(CallOrder {
+                row: pending.row,
+                chunk: pending.chunk,
+                key,
+                request,
+                earlier_attempts: pending.earlier_attempts,
+            })
+            .map_err(|_| anyhow::anyhow!("the call side stopped unexpectedly"))?;
+        Ok(false)
+    }
+
+    fn finish(&mut self, finished: Finished) -> Result<()> {
+        let Finished { order, result } = finished;
+        self.in_flight -= 1;
+        let attempts = result.attempts;
+        self.calls_sent += u64::from(attempts);
+        self.calls_unsaved += u64::from(attempts);
+        self.retries_unsaved += u64::from(attempts.saturating_sub(1));
+        let total_attempts = order.earlier_attempts + attempts;
+        let waiters = self.waiting.remove(&order.key).unwrap_or_default();
+        match result.end {
+            CallEnd::Answered(answer) => {
+                self.record(
+                    order.row,
+                    order.chunk,
+                    answer.clone(),
+                    Some(RiskSource::Api),
+                    total_attempts,
+                )?;
+                self.store.put_answer(&order.key, self.run.id, order.row)?;
+                for w in waiters {
+                    self.record(
+                        w.row,
+                        w.chunk,
+                        answer.clone(),
+                        Some(RiskSource::Duplicate),
+                        w.earlier_attempts,
+                    )?;
+                }
+            }
+            CallEnd::Failed(answer) => {
+                self.record(order.row, order.chunk, answer.clone(), None, total_attempts)?;
+                for w in waiters {
+                    self.record(w.row, w.chunk, answer.clone(), None, w.earlier_attempts)?;
+                }
+            }
+            CallEnd::Pause(reason, answer) => {
+                // The row stays pending (as `failed`) and is sent again on resume.
+                self.record(order.row, order.chunk, answer, None, total_attempts)?;
+                if self.stop.is_none() {
+                    tracing::warn!(reason = reason.as_str(), "pausing the run");
+                    self.stop = Some(RunEnd::Paused(reason));
+                }
+            }
+            CallEnd::Fatal(message) => {
+                let answer =
+                    Answer::local(RowStatus::Failed, None, Some(message.clone()), now_ms());
+                self.record(order.row, order.chunk, answer, None, total_attempts)?;
+                if !matches!(self.stop, Some(RunEnd::Failed(_))) {
+                    self.stop = Some(RunEnd::Failed(message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record(
+        &mut self,
+        row: u64,
+        chunk: u64,
+        answer: Answer,
+        source: Option<RiskSource>,
+        attempts: u32,
+    ) -> Result<()> {
+        let is_final = answer.status.is_final();
+        let high = answer.level == Some(3) && is_final;
+        let source = if is_final { source } else { None };
+        self.store.put_row(
+            self.run.id,
+            &RowOutcome {
+                row,
+                answer,
+                source,
+                attempts,
+            },
+        )?;
+        self.writes += 1;
+        if is_final {
+            self.rows_decided += 1;
+            self.figures.done += 1;
+            self.figures.high_risk += u64::from(high);
+            if let Some(left) = self.chunk_left.get_mut(&chunk) {
+                *left -= 1;
+                if *left == 0 {
+                    self.chunk_left.remove(&chunk);
+                    self.store.mark_chunk_done(self.run.id, chunk, now_ms())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<()> {
+        if self.calls_unsaved > 0 || self.writes > 0 {
+            self.store.add_calls(
+                self.run.id,
+                self.calls_unsaved,
+                self.retries_unsaved,
+                now_ms(),
+            )?;
+        }
+        self.store.commit()?;
+        self.calls_unsaved = 0;
+        self.retries_unsaved = 0;
+        self.writes = 0;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+}
+
+async fn dispatch(
+    mut orders: tokio::sync::mpsc::UnboundedReceiver<CallOrder>,
+    client: Arc<RiskClient>,
+    done: mpsc::Sender<Finished>,
+) {
+    while let Some(order) = orders.recv().await {
+        let client = client.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let result = client
+                .call(order.row, &order.request, order.earlier_attempts)
+                .await;
+            let _ = done.send(Finished { order, result });
+        });
+    }
+}

@@ -1,0 +1,504 @@
+//! The checkpoint store: one SQLite database per job, under the state folder.
+//!
+//! It holds the runs (job name + input fingerprint), every row's outcome, the
+//! chunks that are done, and the answer of every distinct request (which makes
+//! de-duplication within a run and the cache across runs one lookup). Rows
+//! are written in batched transactions; a chunk is marked done in the same
+//! transaction as its last row, so a crash loses at most the rows of the
+//! transaction being built.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::outcome::{Answer, RiskSource, RowOutcome, RowStatus};
+use crate::wechat::RequestKey;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id            INTEGER PRIMARY KEY,
+    run_id        TEXT NOT NULL UNIQUE,
+    fingerprint   TEXT NOT NULL,
+    input_path    TEXT NOT NULL,
+    rows_total    INTEGER,
+    chunk_size    INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    completed_at  INTEGER,
+    last_activity INTEGER NOT NULL,
+    calls_sent    INTEGER NOT NULL DEFAULT 0,
+    retries       INTEGER NOT NULL DEFAULT 0,
+    clusters      TEXT
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    run     INTEGER NOT NULL,
+    chunk   INTEGER NOT NULL,
+    done_at INTEGER NOT NULL,
+    PRIMARY KEY (run, chunk)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rows (
+    run        INTEGER NOT NULL,
+    row        INTEGER NOT NULL,
+    status     INTEGER NOT NULL,
+    level      INTEGER,
+    source     INTEGER,
+    errcode    INTEGER,
+    code       INTEGER,
+    message    TEXT,
+    request_id TEXT,
+    checked_at INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL,
+    PRIMARY KEY (run, row)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS answers (
+    key BLOB PRIMARY KEY,
+    run INTEGER NOT NULL,
+    row INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// A run as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub id: i64,
+    pub run_id: String,
+    pub fingerprint: String,
+    pub input_path: String,
+    pub rows_total: Option<u64>,
+    pub chunk_size: u32,
+    pub created_at: i64,
+    pub completed_at: Option<i64>,
+    pub last_activity: i64,
+    pub calls_sent: u64,
+    pub retries: u64,
+}
+
+/// An earlier answer to an identical request.
+#[derive(Debug, Clone)]
+pub struct StoredAnswer {
+    pub run: i64,
+    pub answer: Answer,
+}
+
+/// Counts of a run's rows by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowCounts {
+    pub statuses: BTreeMap<RowStatus, u64>,
+    pub levels: [u64; 4],
+    pub sources: BTreeMap<RiskSource, u64>,
+    pub errcodes: BTreeMap<i64, u64>,
+    /// Rows with a final outcome.
+    pub done: u64,
+    pub last_checked_at: Option<i64>,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    in_transaction: bool,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store of a job in `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the state folder {}", dir.display()))?;
+        let path = dir.join("checkpoint.sqlite");
+        let conn = Connection::open(&path)
+            .with_context(|| format!("opening the checkpoint store {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // WAL + FULL: a commit survives kill -9 and power loss; commits are a few per second.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "cache_size", -65536)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("preparing the checkpoint store {}", path.display()))?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(Store {
+            conn,
+            path,
+            in_transaction: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+        Ok(RunRecord {
+            id: row.get(0)?,
+            run_id: row.get(1)?,
+            fingerprint: row.get(2)?,
+            input_path: row.get(3)?,
+            rows_total: row.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+            chunk_size: row.get::<_, i64>(5)? as u32,
+            created_at: row.get(6)?,
+            completed_at: row.get(7)?,
+            last_activity: row.get(8)?,
+            calls_sent: row.get::<_, i64>(9)? as u64,
+            retries: row.get::<_, i64>(10)? as u64,
+        })
+    }
+
+    const RUN_COLUMNS: &str = "id, run_id, fingerprint, input_path, rows_total, chunk_size, created_at, \
+                               completed_at, last_activity, calls_sent, retries";
+
+    pub fn find_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let sql = format!("SELECT {} FROM runs WHERE run_id = ?1", Self::RUN_COLUMNS);
+        Ok(self
+            .conn
+            .query_row(&sql, [run_id], Self::run_from_row)
+            .optional()?)
+    }
+
+    /// Unfinished runs of the job other than `run_id`, newest first.
+    pub fn unfinished_runs_except(&self, run_id: &str) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {} FROM runs WHERE completed_at IS NULL AND run_id != ?1 ORDER BY last_activity DESC",
+            Self::RUN_COLUMNS
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let runs = stmt
+            .query_map([run_id], Self::run_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(runs)
+    }
+
+    pub fn create_run(
+        &self,
+        run_id: &str,
+        fingerprint: &str,
+        input_path: &str,
+        chunk_size: u32,
+        now: i64,
+    ) -> Result<RunRecord> {
+        self.conn.execute(
+            "INSERT INTO runs (run_id, fingerprint, input_path, chunk_size, created_at, last_activity) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            params![run_id, fingerprint, input_path, chunk_size, now],
+        )?;
+        self.find_run(run_id)?
+            .context("the run just created is missing")
+    }
+
+    /// Forgets a run: its rows, chunks and answers (`--fresh`).
+    pub fn delete_run(&mut self, run: i64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM rows WHERE run = ?1", [run])?;
+        tx.execute("DELETE FROM chunks WHERE run = ?1", [run])?;
+        tx.execute("DELETE FROM answers WHERE run = ?1", [run])?;
+        tx.execute("DELETE FROM runs WHERE id = ?1", [run])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Drops cached answers older than `cutoff` that no unfinished run needs.
+    pub fn prune_answers(&self, cutoff: i64) -> Result<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM answers WHERE run IN (SELECT id FROM runs WHERE completed_at IS NOT NULL) \
+             AND (SELECT checked_at FROM rows WHERE rows.run = answers.run AND rows.row = answers.row) < ?1",
+            [cutoff],
+        )?)
+    }
+
+    pub fn done_chunks(&self, run: i64) -> Result<HashSet<u64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT chunk FROM chunks WHERE run = ?1")?;
+        let chunks = stmt
+            .query_map([run], |r| r.get::<_, i64>(0).map(|c| c as u64))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(chunks)
+    }
+
+    /// Outcomes stored for rows `first..=last` of a run, in row order.
+    pub fn rows_between(&self, run: i64, first: u64, last: u64) -> Result<Vec<RowOutcome>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT row, status, level, source, errcode, code, message, request_id, checked_at, attempts \
+             FROM rows WHERE run = ?1 AND row BETWEEN ?2 AND ?3 ORDER BY row",
+        )?;
+        let rows = stmt
+            .query_map(params![run, to_i64(first), to_i64(last)], |r| {
+                Ok(RowOutcome {
+                    row: r.get::<_, i64>(0)? as u64,
+                    answer: Answer {
+                        status: RowStatus::from_code(r.get(1)?).unwrap_or(RowStatus::Failed),
+                        level: r.get::<_, Option<i64>>(2)?.map(|l| l as u8),
+                        errcode: r.get(4)?,
+                        code: r.get(5)?,
+                        message: r.get(6)?,
+                        request_id: r.get(7)?,
+                        checked_at: r.get(8)?,
+                    },
+                    source: r.get::<_, Option<i64>>(3)?.and_then(RiskSource::from_code),
+                    attempts: r.get::<_, i64>(9)? as u32,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// The answer to an identical request, if one was recorded.
+    pub fn answer(&self, key: &RequestKey) -> Result<Option<StoredAnswer>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT a.run, r.status, r.level, r.errcode, r.code, r.message, r.request_id, r.checked_at \
+             FROM answers a JOIN rows r ON r.run = a.run AND r.row = a.row WHERE a.key = ?1",
+        )?;
+        Ok(stmt
+            .query_row([&key[..]], |r| {
+                Ok(StoredAnswer {
+                    run: r.get(0)?,
+                    answer: Answer {
+                        status: RowStatus::from_code(r.get(1)?).unwrap_or(RowStatus::Failed),
+                        level: r.get::<_, Option<i64>>(2)?.map(|l| l as u8),
+                        errcode: r.get(3)?,
+                        code: r.get(4)?,
+                        message: r.get(5)?,
+                        request_id: r.get(6)?,
+                        checked_at: r.get(7)?,
+                    },
+                })
+            })
+            .optional()?)
+    }
+
+    /// Starts the batch transaction that the next writes join.
+    pub fn begin(&mut self) -> Result<()> {
+        if !self.in_transaction {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written since [`begin`](Self::begin) durable.
+    pub fn commit(&mut self) -> Result<()> {
+        if self.in_transaction {
+            self.conn.execute_batch("COMMIT").with_context(|| {
+                format!("committing the checkpoint store {}", self.path.display())
+            })?;
+            self.in_transaction = false;
+        }
+        Ok(())
+    }
+
+    pub fn put_row(&mut self, run: i64, outcome: &RowOutcome) -> Result<()> {
+        self.begin()?;
+        let a = &outcome.answer;
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT OR REPLACE INTO rows (run, row, status, level, source, errcode, code, message, request_id, checked_at, attempts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        stmt.execute(params![
+            run,
+            to_i64(outcome.row),
+            a.status as i64,
+            a.level.map(i64::from),
+            outcome.source.map(|s| s as i64),
+            a.errcode,
+            a.code,
+            a.message,
+            a.request_id,
+            a.checked_at,
+            outcome.attempts,
+        ])?;
+        Ok(())
+    }
+
+    /// Records that row `row` of `run` holds the answer to requests with `key`.
+    pub fn put_answer(&mut self, key: &RequestKey, run: i64, row: u64) -> Result<()> {
+        self.begin()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT OR REPLACE INTO answers (key, run, row) VALUES (?1, ?2, ?3)")?;
+        stmt.execute(params![&key[..], run, to_i64(row)])?;
+        Ok(())
+    }
+
+    pub fn mark_chunk_done(&mut self, run: i64, chunk: u64, now: i64) -> Result<()> {
+        self.begin()?;
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT OR REPLACE INTO chunks (run, chunk, done_at) VALUES (?1, ?2, ?3)",
+        )?;
+        stmt.execute(params![run, to_i64(chunk), now])?;
+        Ok(())
+    }
+
+    pub fn add_calls(&mut self, run: i64, sent: u64, retries: u64, now: i64) -> Result<()> {
+        self.begin()?;
+        self.conn.execute(
+            "UPDATE runs SET calls_sent = calls_sent + ?2, retries = retries + ?3, last_activity = ?4 WHERE id = ?1",
+            params![run, to_i64(sent), to_i64(retries), now],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_rows_total(&mut self, run: i64, rows: u64) -> Result<()> {
+        self.begin()?;
+        self.conn.execute(
+            "UPDATE runs SET rows_total = ?2 WHERE id = ?1",
+            params![run, to_i64(rows)],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_completed(&mut self, run: i64, now: i64) -> Result<()> {
+        self.begin()?;
+        self.conn.execute(
+            "UPDATE runs SET completed_at = ?2, last_activity = ?2 WHERE id = ?1",
+            params![run, now],
+        )?;
+        Ok(())
+    }
+
+    /// Keeps the clusters found when the results were written (JSON).
+    pub fn set_clusters(&mut self, run: i64, clusters: &str) -> Result<()> {
+        self.begin()?;
+        self.conn.execute(
+            "UPDATE runs SET clusters = ?2 WHERE id = ?1",
+            params![run, clusters],
+        )?;
+        Ok(())
+    }
+
+    pub fn clusters(&self, run: i64) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT clusters FROM runs WHERE id = ?1", [run], |r| {
+                r.get(0)
+            })?)
+    }
+
+    pub fn run_by_id(&self, run: i64) -> Result<RunRecord> {
+        let sql = format!("SELECT {} FROM runs WHERE id = ?1", Self::RUN_COLUMNS);
+        Ok(self.conn.query_row(&sql, [run], Self::run_from_row)?)
+    }
+
+    pub fn chunks_done_count(&self, run: i64) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM chunks WHERE run = ?1", [run], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// Counts of the run's stored rows by status, level, source and errcode.
+    pub fn counts(&self, run: i64) -> Result<RowCounts> {
+        let mut counts = RowCounts::default();
+        let mut stmt = self.conn.prepare(
+            "SELECT status, level, source, errcode, COUNT(*), MAX(checked_at) FROM rows WHERE run = ?1 \
+             GROUP BY status, level, source, errcode",
+        )?;
+        let mut rows = stmt.query([run])?;
+        while let Some(r) = rows.next()? {
+            let status = RowStatus::from_code(r.get(0)?).unwrap_or(RowStatus::Failed);
+            let level: Option<i64> = r.get(1)?;
+            let source: Option<i64> = r.get(2)?;
+            let errcode: Option<i64> = r.get(3)?;
+            let n = r.get::<_, i64>(4)? as u64;
+            let last: Option<i64> = r.get(5)?;
+            counts.last_checked_at = counts.last_checked_at.max(last);
+            *counts.statuses.entry(status).or_default() += n;
+            if status.is_final() {
+                counts.done += n;
+                if let Some(level @ 0..=3) = level {
+                    counts.levels[level as usize] += n;
+                }
+                if let Some(source) = source.and_then(RiskSource::from_code) {
+                    *counts.sources.entry(source).or_default() += n;
+                }
+            }
+            if let Some(errcode) = errcode.filter(|e| *e != 0) {
+                *counts.errcodes.entry(errcode).or_default() += n;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(row: u64, status: RowStatus, level: Option<u8>) -> RowOutcome {
+        RowOutcome {
+            row,
+            answer: Answer {
+                status,
+                level,
+                errcode: Some(0),
+                code: Some(0),
+                message: Some("ok".into()),
+                request_id: Some(format!("r{row}")),
+                checked_at: 1000 + row as i64,
+            },
+            source: Some(RiskSource::Api),
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn rows_answers_and_chunks_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = {
+            let mut store = Store::open(dir.path()).unwrap();
+            let run = store.create_run("job-abc", "abc", "/in.csv", 2, 1).unwrap();
+            store
+                .put_row(run.id, &outcome(1, RowStatus::Ok, Some(3)))
+                .unwrap();
+            store
+                .put_row(run.id, &outcome(2, RowStatus::OpenidExpired, None))
+                .unwrap();
+            store.put_answer(&[7; 16], run.id, 1).unwrap();
+            store.mark_chunk_done(run.id, 0, 5).unwrap();
+            store.add_calls(run.id, 3, 1, 5).unwrap();
+            store.commit().unwrap();
+            // Written but never committed: must not be there after a crash.
+            store
+                .put_row(run.id, &outcome(3, RowStatus::Ok, Some(0)))
+                .unwrap();
+            run
+        };
+        let store = Store::open(dir.path()).unwrap();
+        let found = store.find_run("job-abc").unwrap().unwrap();
+        assert_eq!((found.calls_sent, found.retries), (3, 1));
+        let rows = store.rows_between(run.id, 1, 10).unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                outcome(1, RowStatus::Ok, Some(3)),
+                outcome(2, RowStatus::OpenidExpired, None)
+            ]
+        );
+        assert_eq!(store.done_chunks(run.id).unwrap(), HashSet::from([0]));
+        let answer = store.answer(&[7; 16]).unwrap().unwrap();
+        assert_eq!((answer.run, answer.answer.level), (run.id, Some(3)));
+        assert!(store.answer(&[8; 16]).unwrap().is_none());
+        let counts = store.counts(run.id).unwrap();
+        assert_eq!(counts.done, 2);
+        assert_eq!(counts.levels, [0, 0, 0, 1]);
+        assert_eq!(counts.statuses[&RowStatus::OpenidExpired], 1);
+    }
+
+    #[test]
+    fn delete_run_forgets_everything_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let run = store.create_run("job-abc", "abc", "/in.csv", 2, 1).unwrap();
+        store
+            .put_row(run.id, &outcome(1, RowStatus::Ok, Some(1)))
+            .unwrap();
+        store.put_answer(&[1; 16], run.id, 1).unwrap();
+        store.commit().unwrap();
+        store.delete_run(run.id).unwrap();
+        assert!(store.find_run("job-abc").unwrap().is_none());
+        assert!(store.answer(&[1; 16]).unwrap().is_none());
+    }
+}

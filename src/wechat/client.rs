@@ -1,0 +1,287 @@
+//! One row's request to the risk endpoint, with its retries.
+//!
+//! Every attempt waits for the pacer, so retries count against the rate like
+//! any other request. What each answer means is decided by [`classify`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+use super::classify::{Verdict, classify};
+use super::token::{Token, TokenError, TokenProvider};
+use super::{ApiPath, Reply, RiskRequest, Scene};
+use crate::clock::now_ms;
+use crate::outcome::{Answer, PauseReason, RowStatus};
+use crate::pacer::Pacer;
+use crate::redact::redact;
+
+/// Refreshing a rejected token and trying again is allowed this many times per row.
+const TOKEN_RETRIES: u32 = 2;
+
+/// Everything a request needs, shared by all in-flight requests.
+pub struct RiskClient {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub scene: Scene,
+    pub tokens: Arc<TokenProvider>,
+    pub pacer: Arc<Pacer>,
+    pub max_retries: u32,
+    /// Identifies the run in `client_msg_id`.
+    pub run_tag: String,
+    /// Set when the run stops: calls waiting to retry give up instead.
+    pub stopping: Arc<AtomicBool>,
+}
+
+/// How one row's call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEnd {
+    /// A final answer for the row (a level or a per-row verdict).
+    Answered(Answer),
+    /// Retries ran out or the answer is not documented; `Answer` has the last attempt.
+    Failed(Answer),
+    /// A whole-run condition: stop dispatching; the row stays pending.
+    Pause(PauseReason, Answer),
+    /// The run cannot go on.
+    Fatal(String),
+}
+
+/// The result of one row's call, sent back to the runner.
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    pub end: CallEnd,
+    /// Requests sent for this row in this call.
+    pub attempts: u32,
+}
+
+/// Builds an HTTP client with keep-alive and a pool as large as the concurrency.
+pub fn http_client(timeout: Duration, concurrency: u32) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_max_idle_per_host(concurrency as usize)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .user_agent(concat!("riskbatch/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+impl RiskClient {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        path: ApiPath,
+        scene: Scene,
+        tokens: Arc<TokenProvider>,
+        pacer: Arc<Pacer>,
+        max_retries: u32,
+        run_tag: String,
+    ) -> RiskClient {
+        RiskClient {
+            http,
+            url: format!("{base_url}{}", path.as_str()),
+            scene,
+            tokens,
+            pacer,
+            max_retries,
+            run_tag,
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Sends `request` for input row `row` until it has an answer, its retries
+    /// run out, or the run must stop. `earlier_attempts` continues the
+    /// `client_msg_id` numbering across invocations.
+    pub async fn call(&self, row: u64, request: &RiskRequest, earlier_attempts: u32) -> CallResult {
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(20))
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(self.max_retries as usize)
+            .build();
+        let mut attempts = 0u32;
+        let mut token_retries = 0u32;
+        loop {
+            let last = match self.tokens.current().await {
+                Err(TokenError::Fatal(message)) => {
+                    return self.end(CallEnd::Fatal(message), attempts);
+                }
+                Err(TokenError::Transient(message)) => failed_answer(None, message),
+                Ok(token) => {
+                    self.pacer.ready().await;
+                    attempts += 1;
+                    let message_id = format!(
+                        "riskbatch-{}-{row}-{}",
+                        self.run_tag,
+                        earlier_attempts + attempts
+                    );
+                    match self.send(&token, request, &message_id).await {
+                        Err(message) => failed_answer(None, message),
+                        Ok(reply) => {
+                            let answer = answer_of(&reply);
+                            match classify(&reply) {
+                                Verdict::Level(_) | Verdict::Row(_) => {
+                                    return self.end(CallEnd::Answered(answer), attempts);
+                                }
+                                Verdict::Unknown => {
+                                    return self.end(CallEnd::Failed(answer), attempts);
+                                }
+                                Verdict::Pause(reason) => {
+                                    return self.end(CallEnd::Pause(reason, answer), attempts);
+                                }
+                                Verdict::Fatal(message) => {
+                                    return self.end(CallEnd::Fatal(message), attempts);
+                                }
+                                Verdict::Token if token_retries < TOKEN_RETRIES => {
+                                    token_retries += 1;
+                                    if let Err(TokenError::Fatal(message)) =
+                                        self.tokens.rejected(&token).await
+                                    {
+                                        return self.end(CallEnd::Fatal(message), attempts);
+                                    }
+                                    continue;
+                                }
+                                Verdict::SlowDown => {
+                                    self.pacer.slow_down();
+                                    answer
+                                }
+                                Verdict::Token | Verdict::Retry => answer,
+                            }
+                        }
+                    }
+                }
+            };
+            match backoff.next() {
+                Some(delay) if !self.stopping.load(Ordering::Relaxed) => {
+                    tokio::time::sleep(delay).await
+                }
+                _ => return self.end(CallEnd::Failed(last), attempts),
+            }
+        }
+    }
+
+    fn end(&self, end: CallEnd, attempts: u32) -> CallResult {
+        CallResult { end, attempts }
+    }
+
+    async fn send(
+        &self,
+        token: &Token,
+        request: &RiskRequest,
+        message_id: &str,
+    ) -> Result<Reply, String> {
+        let response = self
+            .http
+            .post(format!("{}?access_token={}", self.url, token.value))
+            .header("content-type", "application/json")
+            .body(request.body(self.scene, message_id))
+            .send()
+            .await
+            .map_err(|err| transport_message(&err))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| transport_message(&err))?;
+        if !status.is_success() {
+            return Err(format!("HTTP {status}"));
+        }
+        Reply::parse(&body)
+    }
+}
+
+/// A transport error without the URL (it holds the access token).
+fn transport_message(err: &reqwest::Error) -> String {
+    let kind = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connection failed"
+    } else {
+        "transport error"
+    };
+    let mut message = format!("{kind}: {}", redact(&err.to_string()));
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&redact(&cause.to_string()));
+        source = cause.source();
+    }
+    message
+}
+
+fn failed_answer(errcode: Option<i32>, message: String) -> Answer {
+    Answer {
+        status: RowStatus::Failed,
+        level: None,
+        errcode,
+        code: None,
+        message: Some(message),
+        request_id: None,
+        checked_at: now_ms(),
+    }
+}
+
+/// The columns of a row from one reply: inner `msg` when errcode is 0, else `errmsg`.
+fn answer_of(reply: &Reply) -> Answer {
+    let (status, level) = match classify(reply) {
+        Verdict::Level(level) => (RowStatus::Ok, Some(level)),
+        Verdict::Row(status) => (status, None),
+        _ => (RowStatus::Failed, None),
+    };
+    Answer {
+        status,
+        level,
+        errcode: i32::try_from(reply.errcode).ok(),
+        code: reply.code.and_then(|c| i32::try_from(c).ok()),
+        message: if reply.errcode == 0 {
+            reply.msg.clone()
+        } else {
+            Some(reply.errmsg.clone())
+        }
+        .filter(|m| !m.is_empty())
+        .map(|m| redact(&m)),
+        request_id: reply.request_id.clone(),
+        checked_at: now_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_takes_inner_msg_on_success_and_errmsg_otherwise() {
+        let ok = Reply {
+            errcode: 0,
+            errmsg: "ok".into(),
+            code: Some(0),
+            msg: Some("请求成功".into()),
+            risklevel: Some(3),
+            request_id: Some("r1".into()),
+        };
+        let answer = answer_of(&ok);
+        assert_eq!(answer.status, RowStatus::Ok);
+        assert_eq!(answer.level, Some(3));
+        assert_eq!((answer.errcode, answer.code), (Some(0), Some(0)));
+        assert_eq!(answer.message.as_deref(), Some("请求成功"));
+
+        let expired = Reply {
+            errcode: 61010,
+            errmsg: "user is not visited recently".into(),
+            ..Reply::default()
+        };
+        let answer = answer_of(&expired);
+        assert_eq!(answer.status, RowStatus::OpenidExpired);
+        assert_eq!(
+            (answer.errcode, answer.code, answer.level),
+            (Some(61010), None, None)
+        );
+        assert_eq!(
+            answer.message.as_deref(),
+            Some("user is not visited recently")
+        );
+    }
+}

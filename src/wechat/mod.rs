@@ -1,0 +1,276 @@
+//! The WeChat side (wechat-api.md): request shapes, reply parsing, what every
+//! answer means for a batch caller, the HTTP client and the access token.
+
+pub mod classify;
+pub mod client;
+pub mod token;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The servicemarket service id of WeChat's risk service.
+pub const SERVICE: &str = "wxd8a88093cf541a77";
+
+/// The fields of `sale_risk` / `login_risk`, in the order they are sent.
+pub const RISK_OBJECT_FIELDS: [&str; 6] = [
+    "mchcode",
+    "phonenum",
+    "certid",
+    "wifibssid",
+    "clientip",
+    "deviceid",
+];
+
+/// Which risk product a job asks (wechat-api.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scene {
+    /// Marketing anti-fraud: `weopensecriskservice`, serviceid 3, `sale_risk`.
+    Marketing,
+    /// Account risk: `weopensecuseracctrisklevel`, serviceid 2, `login_risk`.
+    Account,
+}
+
+impl Scene {
+    pub fn api(self) -> &'static str {
+        match self {
+            Scene::Marketing => "weopensecriskservice",
+            Scene::Account => "weopensecuseracctrisklevel",
+        }
+    }
+
+    pub fn serviceid(self) -> u8 {
+        match self {
+            Scene::Marketing => 3,
+            Scene::Account => 2,
+        }
+    }
+
+    pub fn object(self) -> &'static str {
+        match self {
+            Scene::Marketing => "sale_risk",
+            Scene::Account => "login_risk",
+        }
+    }
+}
+
+/// Where the participants came from: a mini program or a mobile app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Miniprogram,
+    App,
+}
+
+/// The two servicemarket paths the seed shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiPath {
+    Wxa,
+    Tcb,
+}
+
+impl ApiPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiPath::Wxa => "/wxa/servicemarket",
+            ApiPath::Tcb => "/tcb/servicemarket",
+        }
+    }
+}
+
+/// One participant's request: the openid and the optional fields the input has.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RiskRequest {
+    pub openid: String,
+    /// Values for [`RISK_OBJECT_FIELDS`], by position; `None` is left out.
+    pub fields: [Option<String>; 6],
+    pub user_access_token: Option<String>,
+}
+
+/// Identifies identical requests (same scene, same payload) for de-duplication and the cache.
+pub type RequestKey = [u8; 16];
+
+impl RiskRequest {
+    /// A digest of everything sent except `client_msg_id`.
+    pub fn key(&self, scene: Scene) -> RequestKey {
+        let mut hasher = Sha256::new();
+        hasher.update([scene.serviceid()]);
+        let mut part = |tag: u8, value: Option<&str>| {
+            if let Some(value) = value {
+                hasher.update([tag]);
+                hasher.update((value.len() as u32).to_le_bytes());
+                hasher.update(value.as_bytes());
+            }
+        };
+        part(0, Some(&self.openid));
+        for (i, value) in self.fields.iter().enumerate() {
+            part(1 + i as u8, value.as_deref());
+        }
+        part(9, self.user_access_token.as_deref());
+        let digest = hasher.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        key
+    }
+
+    /// The JSON body of the servicemarket call; `data` is an object, not a string.
+    pub fn body(&self, scene: Scene, client_msg_id: &str) -> Vec<u8> {
+        let mut object = serde_json::Map::new();
+        for (name, value) in RISK_OBJECT_FIELDS.iter().zip(&self.fields) {
+            if let Some(value) = value {
+                object.insert((*name).into(), value.clone().into());
+            }
+        }
+        let mut data = serde_json::Map::new();
+        data.insert("openid".into(), self.openid.clone().into());
+        data.insert("serviceid".into(), scene.serviceid().into());
+        data.insert(scene.object().into(), object.into());
+        if let Some(token) = &self.user_access_token {
+            data.insert("user_access_token".into(), token.clone().into());
+        }
+        let body = serde_json::json!({
+            "service": SERVICE,
+            "api": scene.api(),
+            "data": data,
+            "client_msg_id": client_msg_id,
+        });
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// A reply of the risk endpoint, both layers read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reply {
+    pub errcode: i64,
+    pub errmsg: String,
+    /// The inner service `code`, present when the outer errcode is 0.
+    pub code: Option<i64>,
+    pub msg: Option<String>,
+    pub risklevel: Option<i64>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OuterReply {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InnerReply {
+    code: i64,
+    #[serde(default)]
+    msg: String,
+    #[serde(default)]
+    data: Option<InnerData>,
+}
+
+#[derive(Deserialize)]
+struct InnerData {
+    #[serde(default)]
+    risklevel: Option<i64>,
+}
+
+impl Reply {
+    /// Parses a reply body; `Err` means the body is not the documented shape
+    /// (a transport-level failure to be retried).
+    pub fn parse(body: &[u8]) -> Result<Reply, String> {
+        let outer: OuterReply = serde_json::from_slice(body)
+            .map_err(|err| format!("reply is not the documented JSON: {err}"))?;
+        let mut reply = Reply {
+            errcode: outer.errcode,
+            errmsg: outer.errmsg,
+            request_id: outer.request_id.filter(|id| !id.is_empty()),
+            ..Reply::default()
+        };
+        if reply.errcode == 0 {
+            let data = outer
+                .data
+                .ok_or_else(|| "reply has errcode 0 but no data".to_string())?;
+            let inner: InnerReply = serde_json::from_str(&data)
+                .map_err(|err| format!("reply data is not the documented JSON string: {err}"))?;
+            reply.code = Some(inner.code);
+            reply.msg = Some(inner.msg);
+            reply.risklevel = inner.data.and_then(|d| d.risklevel);
+        }
+        Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> RiskRequest {
+        RiskRequest {
+            openid: "oPDER5U0VMARiyXxUruU4SYmyOiw".into(),
+            fields: [
+                None,
+                Some("13800000000".into()),
+                None,
+                None,
+                Some("1.2.3.4".into()),
+                None,
+            ],
+            user_access_token: None,
+        }
+    }
+
+    #[test]
+    fn body_sends_data_as_an_object_and_leaves_empty_fields_out() {
+        let body: serde_json::Value =
+            serde_json::from_slice(&request().body(Scene::Marketing, "riskbatch-r-1-1")).unwrap();
+        assert_eq!(body["service"], SERVICE);
+        assert_eq!(body["api"], "weopensecriskservice");
+        assert_eq!(body["client_msg_id"], "riskbatch-r-1-1");
+        assert_eq!(body["data"]["serviceid"], 3);
+        assert_eq!(
+            body["data"]["sale_risk"],
+            serde_json::json!({"phonenum": "13800000000", "clientip": "1.2.3.4"})
+        );
+        assert!(body["data"].get("user_access_token").is_none());
+
+        let mut app = request();
+        app.fields = Default::default();
+        app.user_access_token = Some("uat".into());
+        let body: serde_json::Value =
+            serde_json::from_slice(&app.body(Scene::Account, "m")).unwrap();
+        assert_eq!(body["api"], "weopensecuseracctrisklevel");
+        assert_eq!(body["data"]["serviceid"], 2);
+        assert_eq!(body["data"]["login_risk"], serde_json::json!({}));
+        assert_eq!(body["data"]["user_access_token"], "uat");
+    }
+
+    #[test]
+    fn key_depends_on_scene_and_every_field() {
+        let base = request();
+        let mut other = request();
+        other.fields[1] = None;
+        other.fields[2] = Some("13800000000".into());
+        assert_ne!(base.key(Scene::Marketing), other.key(Scene::Marketing));
+        assert_ne!(base.key(Scene::Marketing), base.key(Scene::Account));
+        assert_eq!(base.key(Scene::Marketing), request().key(Scene::Marketing));
+    }
+
+    #[test]
+    fn parses_the_nested_reply() {
+        let body = br#"{"errcode":0,"errmsg":"ok","data":"{\"code\":0,\"msg\":\"\u8bf7\u6c42\u6210\u529f\",\"data\":{\"risklevel\":3}}","request_id":"MLx7","provider_errmsg":""}"#;
+        let reply = Reply::parse(body).unwrap();
+        assert_eq!(reply.code, Some(0));
+        assert_eq!(reply.risklevel, Some(3));
+        assert_eq!(reply.msg.as_deref(), Some("请求成功"));
+        assert_eq!(reply.request_id.as_deref(), Some("MLx7"));
+
+        let reply = Reply::parse(br#"{"errcode":61010,"errmsg":"user is not visited"}"#).unwrap();
+        assert_eq!((reply.errcode, reply.code), (61010, None));
+
+        assert!(Reply::parse(b"<html>502</html>").is_err());
+        assert!(Reply::parse(br#"{"errcode":0,"errmsg":"ok","data":"{oops"}"#).is_err());
+    }
+}

@@ -1,0 +1,293 @@
+//! The access token: one per appid, shared by every request of the run.
+//!
+//! A token is refreshed only when it is about to expire or when WeChat rejects
+//! it, and a rejection refreshes only if the rejected token is still the
+//! current one (compare by generation), so 64 requests failing together with
+//! the same stale token cause one refresh, not 64.
+
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::job::TokenSource;
+use crate::redact::redact;
+
+/// Refresh a token this long before WeChat says it expires.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// A token from a command has no known lifetime; ask again after this.
+const COMMAND_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+const FETCH_ATTEMPTS: u32 = 5;
+
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub appid: String,
+    pub secret: String,
+}
+
+/// A token in use, with the generation that identifies it for compare-and-swap refreshes.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub value: String,
+    pub generation: u64,
+    refresh_at: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    /// The token endpoint is busy or unreachable: the request may be retried.
+    Transient(String),
+    /// Credentials or permissions are wrong: the run cannot go on.
+    Fatal(String),
+}
+
+pub struct TokenProvider {
+    http: reqwest::Client,
+    base_url: String,
+    source: TokenSource,
+    credentials: Option<Credentials>,
+    current: RwLock<Option<Token>>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    generation: AtomicU64,
+    fetches: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct TokenReply {
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    errcode: Option<i64>,
+    #[serde(default)]
+    errmsg: Option<String>,
+}
+
+impl TokenProvider {
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        source: TokenSource,
+        credentials: Option<Credentials>,
+    ) -> TokenProvider {
+        TokenProvider {
+            http,
+            base_url: base_url.to_string(),
+            source,
+            credentials,
+            current: RwLock::new(None),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    /// How many times this process asked for a token.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// A token believed valid, fetched only if there is none or it is about to expire.
+    pub async fn current(&self) -> Result<Token, TokenError> {
+        if let Some(token) = self.cached()
+            && Instant::now() < token.refresh_at
+        {
+            return Ok(token);
+        }
+        self.refresh(None).await
+    }
+
+    /// WeChat rejected `token` (40001, 40014, 42001): get another, unless another
+    /// request already did.
+    pub async fn rejected(&self, token: &Token) -> Result<Token, TokenError> {
+        self.refresh(Some(token)).await
+    }
+
+    fn cached(&self) -> Option<Token> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn refresh(&self, rejected: Option<&Token>) -> Result<Token, TokenError> {
+        let _one_at_a_time = self.refresh_lock.lock().await;
+        if let Some(token) = self.cached() {
+            let replaced = rejected.is_some_and(|r| r.generation != token.generation);
+            let still_good = rejected.is_none() && Instant::now() < token.refresh_at;
+            if replaced || still_good {
+                return Ok(token);
+            }
+        }
+        let (mut value, mut lifetime) = self.fetch(false).await?;
+        if let Some(rejected) = rejected
+            && rejected.value == value
+            && self.source == TokenSource::Stable
+        {
+            // stable_token hands back the token WeChat just rejected: only now is
+            // force_refresh warranted (it is limited to a few a day).
+            tracing::warn!(
+                "the stable token was rejected although it should be valid; forcing a refresh"
+            );
+            (value, lifetime) = self.fetch(true).await?;
+        }
+        let token = Token {
+            value,
+            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+            refresh_at: Instant::now()
+                + lifetime
+                    .saturating_sub(REFRESH_MARGIN)
+                    .max(Duration::from_secs(1)),
+        };
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        Ok(token)
+    }
+
+    /// Asks for a token, retrying busy answers; returns the token and its lifetime.
+    async fn fetch(&self, force: bool) -> Result<(String, Duration), TokenError> {
+        if let TokenSource::Command(command) = &self.source {
+            self.fetches.fetch_add(1, Ordering::Relaxed);
+            return run_token_command(command)
+                .await
+                .map(|t| (t, COMMAND_TOKEN_LIFETIME));
+        }
+        let credentials = self.credentials.as_ref().ok_or_else(|| {
+            TokenError::Fatal(
+                "no WeChat credentials: set the appid and secret environment variables".into(),
+            )
+        })?;
+        let mut last = String::new();
+        for attempt in 0..FETCH_ATTEMPTS {
+            if attempt > 0 {
+                let backoff = Duration::from_millis(200 << attempt.min(6));
+                tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64())).await;
+            }
+            self.fetches.fetch_add(1, Ordering::Relaxed);
+            let request = match self.source {
+                TokenSource::Stable => self
+                    .http
+                    .post(format!("{}/cgi-bin/stable_token", self.base_url))
+                    .header("content-type", "application/json")
+                    .body(
+                        serde_json::json!({
+                            "grant_type": "client_credential",
+                            "appid": credentials.appid,
+                            "secret": credentials.secret,
+                            "force_refresh": force,
+                        })
+                        .to_string(),
+                    ),
+                _ => self.http.get(format!(
+                    "{}/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
+                    self.base_url, credentials.appid, credentials.secret
+                )),
+            };
+            let reply = match request.send().await {
+                Ok(response) => response.bytes().await,
+                Err(err) => Err(err),
+            };
+            let body = match reply {
+                Ok(body) => body,
+                Err(err) => {
+                    last = redact(&err.without_url().to_string());
+                    continue;
+                }
+            };
+            let reply: TokenReply = match serde_json::from_slice(&body) {
+                Ok(reply) => reply,
+                Err(_) => {
+                    last = "the token endpoint answered something that is not JSON".into();
+                    continue;
+                }
+            };
+            match (reply.access_token, reply.errcode.unwrap_or(0)) {
+                (Some(token), 0) if !token.is_empty() => {
+                    let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(7200));
+                    return Ok((token, lifetime));
+                }
+                (_, -1 | 45011) => {
+                    last = format!("token endpoint busy ({})", reply.errcode.unwrap_or(-1));
+                }
+                (_, errcode) => {
+                    return Err(TokenError::Fatal(token_error_message(
+                        errcode,
+                        &redact(&reply.errmsg.unwrap_or_default()),
+                    )));
+                }
+            }
+        }
+        Err(TokenError::Transient(format!(
+            "could not get an access token: {last}"
+        )))
+    }
+}
+
+async fn run_token_command(command: &str) -> Result<String, TokenError> {
+    let output = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .await
+        .map_err(|err| {
+            TokenError::Fatal(format!(
+                "api.token command `{command}` could not start: {err}"
+            ))
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(TokenError::Fatal(format!(
+            "api.token command `{command}` failed ({}): {}",
+            output.status,
+            stderr.lines().next().unwrap_or("")
+        )));
+    }
+    let token = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(TokenError::Fatal(format!(
+            "api.token command `{command}` printed no token (it must print the access_token alone)"
+        )));
+    }
+    Ok(token)
+}
+
+/// What to fix for each fatal answer of the token endpoints (wechat-api.md §1).
+fn token_error_message(errcode: i64, errmsg: &str) -> String {
+    let fix = match errcode {
+        40002 => "the grant_type is wrong (a bug in riskbatch: please report it)",
+        40013 | 41002 => "the appid is wrong or missing: check the variable named by api.appid_env",
+        40125 | 41004 => {
+            "the secret is wrong or missing: check the variable named by api.secret_env"
+        }
+        40164 => {
+            "this machine's IP is not in the appid's IP whitelist: add it in the WeChat admin console"
+        }
+        40243 => "the secret is frozen: unfreeze or reset it in the WeChat admin console",
+        43002 => "the token endpoint wants POST (a bug in riskbatch: please report it)",
+        45009 => {
+            "the token endpoint's daily quota is used up: use token = \"stable\" or wait until tomorrow"
+        }
+        50004 | 50007 => "the appid is forbidden or frozen: see the WeChat admin console",
+        89501 | 89503 | 89506 | 89507 => {
+            "the admin has not approved (or refused) calls from this IP: approve it in the WeChat admin console"
+        }
+        _ => "see wechat-api.md §1",
+    };
+    format!("WeChat refused the access token request with errcode {errcode} ({errmsg}): {fix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fatal_token_errors_say_what_to_fix() {
+        let message = token_error_message(40125, "invalid appsecret");
+        assert!(
+            message.contains("40125") && message.contains("secret_env"),
+            "{message}"
+        );
+        assert!(token_error_message(40164, "").contains("whitelist"));
+    }
+}
