@@ -19,7 +19,9 @@ use crate::job::Job;
 pub fn load(args: &JobArgs) -> Result<(Job, InputFile)> {
     let mut job = Job::load(&args.job)?;
     if let Some(input) = &args.input {
-        job.input.path = crate::job::normalize(&std::path::absolute(input).unwrap_or_else(|_| PathBuf::from(input)));
+        job.input.path = crate::job::normalize(
+            &std::path::absolute(input).unwrap_or_else(|_| PathBuf::from(input)),
+        );
     }
     let input = InputFile::open(&job, &job.input.path)?;
     Ok((job, input))

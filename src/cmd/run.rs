@@ -31,7 +31,8 @@ pub fn execute(args: RunArgs) -> Result<Exit> {
     let started = Instant::now();
     let (mut job, input) = super::load(&args.job)?;
     if let Some(dir) = &args.output {
-        job.output.dir = crate::job::normalize(&std::path::absolute(dir).unwrap_or_else(|_| dir.clone()));
+        job.output.dir =
+            crate::job::normalize(&std::path::absolute(dir).unwrap_or_else(|_| dir.clone()));
     }
     if let Some(url) = &args.base_url {
         job.api.base_url = match url.as_str() {

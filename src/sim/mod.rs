@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use server::{SimHandle, start};
+pub use server::{SimHandle, SimStats, start};
 
 /// How the simulator behaves. The same settings are `riskbatch sim` options
 /// and the `[sim]` table of a job file.

@@ -421,3 +421,152 @@ async fn stats(State(sim): State<Arc<Sim>>, Query(q): Query<StatsQuery>) -> Resp
     };
     json_reply(serde_json::to_value(out).unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim() -> (Sim, String) {
+        let sim = Sim {
+            tokens: Mutex::new(TokenBook::new(
+                Duration::from_secs(7200),
+                Duration::from_secs(300),
+            )),
+            config: SimConfig::default(),
+            stats: Mutex::new(Stats::default()),
+            counter: AtomicU64::new(0),
+        };
+        let token = sim.tokens.lock().unwrap().stable(Instant::now(), false).0;
+        (sim, token)
+    }
+
+    fn ask(sim: &Sim, token: &str, body: Value) -> (i64, Option<i64>, Value) {
+        let (reply, errcode, code) = answer(
+            sim,
+            "/wxa/servicemarket",
+            Some(token),
+            body.to_string().as_bytes(),
+            Instant::now(),
+            1,
+        );
+        (errcode, code, reply)
+    }
+
+    fn body(api: &str, data: Value) -> Value {
+        json!({"service": SERVICE, "api": api, "data": data, "client_msg_id": "m"})
+    }
+
+    #[test]
+    fn validates_requests_like_wechat() {
+        let (sim, token) = sim();
+        let good = json!({"openid": "o1", "serviceid": 3, "sale_risk": {"deviceid": "d"}});
+        let (errcode, code, reply) = ask(&sim, &token, body("weopensecriskservice", good.clone()));
+        assert_eq!((errcode, code), (0, Some(0)));
+        let inner: Value = serde_json::from_str(reply["data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            inner["data"]["risklevel"],
+            level("weopensecriskservice", "o1", &[("deviceid", "d")])
+        );
+        assert!(reply["request_id"].as_str().unwrap().starts_with("sim-"));
+
+        let cases = [
+            (
+                json!({"service": "wx000", "api": "weopensecriskservice", "data": good}),
+                9301001,
+                None,
+            ),
+            (body("nosuchapi", good.clone()), 9301001, None),
+            (
+                body("weopensecriskservice", Value::String(good.to_string())),
+                9301003,
+                None,
+            ),
+            (body("weopensecuseracctrisklevel", good.clone()), 0, Some(9)),
+            (
+                body(
+                    "weopensecriskservice",
+                    json!({"openid": "o1", "serviceid": 3}),
+                ),
+                0,
+                Some(1),
+            ),
+            (
+                body(
+                    "weopensecriskservice",
+                    json!({"serviceid": 3, "sale_risk": {}}),
+                ),
+                0,
+                Some(1),
+            ),
+            (
+                body(
+                    "weopensecriskservice",
+                    json!({"openid": "o1", "serviceid": 3, "sale_risk": {"phonenum": null}}),
+                ),
+                0,
+                Some(1),
+            ),
+        ];
+        for (request, errcode, code) in cases {
+            let (got_errcode, got_code, _) = ask(&sim, &token, request.clone());
+            assert_eq!((got_errcode, got_code), (errcode, code), "{request}");
+        }
+        let (errcode, _, _) = ask(&sim, "not-a-token", body("weopensecriskservice", good));
+        assert_eq!(errcode, 40001);
+        let (_, errcode, _) = answer(
+            &sim,
+            "/wxa/servicemarket",
+            Some(&token),
+            b"{not json",
+            Instant::now(),
+            2,
+        );
+        assert_eq!(errcode, 47001);
+        let (_, errcode, _) = answer(
+            &sim,
+            "/wxa/servicemarket",
+            Some(&token),
+            b"{}",
+            Instant::now() + Duration::from_secs(8000),
+            3,
+        );
+        assert_eq!(errcode, 42001);
+    }
+
+    #[test]
+    fn rate_limit_answers_45011_beyond_the_window() {
+        let (mut sim, token) = sim();
+        sim.config.rate_limit = Some(3);
+        let now = Instant::now();
+        let good = body(
+            "weopensecriskservice",
+            json!({"openid": "o1", "serviceid": 3, "sale_risk": {}}),
+        )
+        .to_string();
+        let codes: Vec<i64> = (0..5)
+            .map(|i| {
+                answer(
+                    &sim,
+                    "/wxa/servicemarket",
+                    Some(&token),
+                    good.as_bytes(),
+                    now,
+                    i,
+                )
+                .1
+            })
+            .collect();
+        assert_eq!(codes, [0, 0, 0, 45011, 45011]);
+        let later = answer(
+            &sim,
+            "/wxa/servicemarket",
+            Some(&token),
+            good.as_bytes(),
+            now + Duration::from_millis(1001),
+            9,
+        )
+        .1;
+        assert_eq!(later, 0);
+        assert_eq!(sim.stats.lock().unwrap().max_in_1s, 5);
+    }
+}

@@ -1,0 +1,332 @@
+//! Job-file and input errors, `check`, `status`, `report` and the embedded simulator.
+
+use crate::harness::*;
+
+const JOB: &str = r#"name = "cmd"
+[input]
+path = "../data/p.csv"
+[input.columns]
+openid = "openid"
+deviceid = "device_id"
+[output]
+dir = "../out"
+[throttle]
+rate = 5000
+concurrency = 8
+"#;
+
+fn with_sim(job: &str, sim: &Sim) -> String {
+    format!("{job}[api]\nbase_url = \"{}\"\n", sim.url)
+}
+
+#[test]
+fn job_file_errors_exit_2_and_name_the_key_before_any_call() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", 50, 1);
+    let cases = [
+        (
+            format!("{}secret = \"s3cr3t\"\n", with_sim(JOB, &sim)),
+            "api.secret",
+        ),
+        (
+            with_sim(JOB, &sim).replace("rate = 5000", "rate = 5000\nburst = 3"),
+            "burst",
+        ),
+        (
+            with_sim(JOB, &sim).replace("deviceid = \"device_id\"", "deviceid = \"imei\""),
+            "\"imei\"",
+        ),
+        (
+            with_sim(JOB, &sim).replace("../data/p.csv", "../data/missing.csv"),
+            "missing.csv",
+        ),
+        (
+            with_sim(JOB, &sim).replace("rate = 5000", "rate = -1"),
+            "throttle.rate",
+        ),
+    ];
+    for (job, expected) in cases {
+        ws.write("jobs/bad.toml", &job);
+        let output = ws.run(&["run", "jobs/bad.toml", "--progress", "never"]);
+        assert_exit(&output, 2);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(expected),
+            "`{expected}` not named:\n{}",
+            show(&output)
+        );
+        assert!(
+            !stderr.contains("s3cr3t"),
+            "the secret was printed:\n{stderr}"
+        );
+    }
+    assert_eq!(sim.stats().risk_requests, 0);
+    assert!(sim.stats().token_fetches.is_empty());
+}
+
+#[test]
+fn missing_credentials_for_a_real_url_exit_2_without_a_call() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", 20, 1);
+    ws.write("jobs/cmd.toml", with_sim(JOB, &sim));
+    let output = ws
+        .command(&["run", "jobs/cmd.toml"])
+        .env_remove("WECHAT_SECRET")
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("WECHAT_SECRET"),
+        "{}",
+        show(&output)
+    );
+    assert!(sim.stats().token_fetches.is_empty());
+}
+
+#[test]
+fn bad_rows_become_invalid_input_with_their_row_number() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    ws.write(
+        "data/p.csv",
+        "openid,device_id,city\noA,d1,x\n,d2,y\noC,d3\noD,d4,z,extra\noE,d5,w\n",
+    );
+    ws.write("jobs/cmd.toml", with_sim(JOB, &sim));
+    let output = ws.run(&["run", "jobs/cmd.toml", "--progress", "never"]);
+    assert_exit(&output, 0);
+    let (header, rows) = read_csv(&ws.path("out/results.csv"));
+    let cols = columns(&header);
+    let statuses: Vec<&str> = rows
+        .iter()
+        .map(|r| r[cols["risk_status"]].as_str())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "ok",
+            "invalid_input",
+            "invalid_input",
+            "invalid_input",
+            "ok"
+        ]
+    );
+    assert!(rows[1][cols["risk_message"]].contains("openid is empty"));
+    assert!(rows[2][cols["risk_message"]].contains("2 fields"));
+    assert!(rows[3][cols["risk_message"]].contains("4 fields"));
+    assert_eq!(rows[3][cols["risk_source_row"]], "4");
+    assert_eq!(sim.stats().risk_requests, 2);
+}
+
+#[test]
+fn gbk_input_comes_out_as_utf8() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    let (gbk, _, _) = encoding_rs::GBK.encode("openid,device_id,城市\noA,d1,北京\noB,d2,上海\n");
+    ws.write("data/p.csv", &gbk);
+    ws.write("jobs/cmd.toml", with_sim(JOB, &sim));
+    assert_exit(&ws.run(&["run", "jobs/cmd.toml", "--progress", "never"]), 0);
+    let text = std::fs::read_to_string(ws.path("out/results.csv")).unwrap();
+    assert!(
+        text.starts_with("openid,device_id,城市,risk_level"),
+        "{text}"
+    );
+    assert!(text.contains(",北京,") && text.contains(",上海,"));
+}
+
+#[test]
+fn check_counts_and_estimates_without_calling() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    ws.write("data/p.csv", "openid,device_id\noA,d1\noA,d1\n,d2\noB,d3\n");
+    ws.write("lists/allow.txt", "oB\n");
+    ws.write(
+        "jobs/cmd.toml",
+        format!(
+            "{}[lists]\nallow = \"../lists/allow.txt\"\n",
+            with_sim(JOB, &sim)
+        ),
+    );
+    let output = ws.run(&["check", "jobs/cmd.toml"]);
+    assert_exit(&output, 0);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("rows      4: 3 valid, 1 invalid"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 distinct; 1 duplicate rows, 1 on allow/deny lists"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("row 3: the openid is empty"), "{stdout}");
+    assert!(stdout.contains("about 1 at 5000/s"), "{stdout}");
+    assert_eq!(sim.stats().risk_requests, 0);
+    assert!(sim.stats().token_fetches.is_empty());
+    assert!(
+        !ws.path("jobs/.riskbatch/cmd/checkpoint.sqlite").exists(),
+        "check must not create state"
+    );
+}
+
+#[test]
+fn lists_decide_rows_without_a_call() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    ws.write("data/p.csv", "openid,device_id\noA,d1\noB,d2\noC,d3\n");
+    ws.write("lists/allow.txt", "# staff\noA\n");
+    ws.write("lists/deny.txt", "oB\n");
+    ws.write(
+        "jobs/cmd.toml",
+        format!(
+            "{}[lists]\nallow = \"../lists/allow.txt\"\ndeny = \"../lists/deny.txt\"\n",
+            with_sim(JOB, &sim)
+        ),
+    );
+    assert_exit(&ws.run(&["run", "jobs/cmd.toml", "--progress", "never"]), 0);
+    let (header, rows) = read_csv(&ws.path("out/results.csv"));
+    let cols = columns(&header);
+    assert_eq!(rows[0][cols["risk_source"]], "allowlist");
+    assert_eq!(rows[0][cols["risk_level"]], "0");
+    assert_eq!(rows[1][cols["risk_source"]], "denylist");
+    assert_eq!(rows[1][cols["risk_level"]], "3");
+    assert_eq!(rows[2][cols["risk_source"]], "api");
+    assert_eq!(
+        sim.stats().per_openid.unwrap().keys().collect::<Vec<_>>(),
+        ["oC"]
+    );
+    assert_eq!(summary(&ws.path("out/summary.json"))["calls"]["listed"], 2);
+}
+
+#[test]
+fn cache_answers_an_identical_request_in_a_new_run() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    ws.write("data/p.csv", "openid,device_id\noA,d1\noB,d2\n");
+    ws.write("jobs/cmd.toml", with_sim(JOB, &sim));
+    assert_exit(&ws.run(&["run", "jobs/cmd.toml", "--progress", "never"]), 0);
+    // Tomorrow's export: one participant again, one new.
+    ws.write("data/p2.csv", "openid,device_id\noA,d1\noC,d3\n");
+    assert_exit(
+        &ws.run(&[
+            "run",
+            "jobs/cmd.toml",
+            "--input",
+            "data/p2.csv",
+            "--progress",
+            "never",
+        ]),
+        0,
+    );
+    let (header, rows) = read_csv(&ws.path("out/results.csv"));
+    let cols = columns(&header);
+    assert_eq!(rows[0][cols["risk_source"]], "cache");
+    assert_eq!(rows[0][cols["risk_attempts"]], "0");
+    assert_eq!(rows[1][cols["risk_source"]], "api");
+    assert_eq!(sim.stats().risk_requests, 3);
+}
+
+#[test]
+fn max_chunks_then_status_report_and_resume() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", 450, 3);
+    ws.write(
+        "jobs/cmd.toml",
+        with_sim(JOB, &sim).replace("rate = 5000", "rate = 5000\nchunk_size = 100"),
+    );
+    let first = ws.run(&[
+        "run",
+        "jobs/cmd.toml",
+        "--max-chunks",
+        "2",
+        "--progress",
+        "never",
+    ]);
+    assert_exit(&first, 75);
+    let paused = summary(&ws.path("out/summary.json"));
+    assert_eq!(paused["state"], "paused");
+    assert_eq!(paused["pause_reason"], "max_chunks");
+    assert_eq!(paused["rows"]["done"], 200);
+    assert_eq!(paused["chunks"]["done"], 2);
+    assert!(
+        !ws.path("out/results.parquet").exists(),
+        "results appear only when complete"
+    );
+
+    let status = ws.run(&["status", "jobs/cmd.toml"]);
+    assert_exit(&status, 0);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("200 done, 250 pending")
+            && text.contains("2/5 done")
+            && text.contains("running    no"),
+        "{text}"
+    );
+
+    let report = ws.run(&["report", "jobs/cmd.toml"]);
+    assert_exit(&report, 0);
+    let (header, rows) = read_csv(&ws.path("out/results.csv"));
+    assert_eq!(rows.len(), 450);
+    assert_eq!(rows[449][columns(&header)["risk_status"]], "pending");
+    assert_eq!(summary(&ws.path("out/summary.json"))["partial"], true);
+
+    let sent_before = sim.stats().risk_requests;
+    assert_exit(&ws.run(&["run", "jobs/cmd.toml", "--progress", "never"]), 0);
+    let stats = sim.stats();
+    assert_eq!(
+        stats.max_sends_per_request, 1,
+        "resume sent a request again"
+    );
+    let done = summary(&ws.path("out/summary.json"));
+    assert_eq!(done["state"], "complete");
+    assert_eq!(done["calls"]["sent"], stats.risk_requests);
+    assert!(stats.risk_requests > sent_before);
+}
+
+#[test]
+fn embedded_simulator_runs_the_demo_shape_without_credentials() {
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", 300, 5);
+    ws.write("jobs/cmd.toml", format!("{JOB}[sim]\nlatency = \"1ms\"\n"));
+    let output = ws
+        .command(&["run", "jobs/cmd.toml", "--progress", "never"])
+        .env_remove("WECHAT_APPID")
+        .env_remove("WECHAT_SECRET")
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("results.parquet") && stdout.contains("summary.json"),
+        "{stdout}"
+    );
+    assert_eq!(summary(&ws.path("out/summary.json"))["rows"]["done"], 300);
+}
+
+#[test]
+fn masked_columns_are_hashed_in_every_output() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    ws.write(
+        "data/p.csv",
+        "openid,device_id,phone\noA,d1,13800000000\noB,d1,13900000000\noC,d1,\n",
+    );
+    ws.write(
+        "jobs/cmd.toml",
+        with_sim(JOB, &sim).replace("[output]\n", "[output]\nmask = [\"phone\"]\n"),
+    );
+    assert_exit(&ws.run(&["run", "jobs/cmd.toml", "--progress", "never"]), 0);
+    let text = std::fs::read_to_string(ws.path("out/results.csv")).unwrap();
+    assert!(
+        !text.contains("13800000000") && !text.contains("13900000000"),
+        "{text}"
+    );
+    let (header, rows) = read_csv(&ws.path("out/results.csv"));
+    let phone = columns(&header)["phone"];
+    assert_eq!(rows[0][phone].len(), 64);
+    assert_eq!(rows[2][phone], "", "an empty cell stays empty");
+    let summary = summary(&ws.path("out/summary.json"));
+    assert_eq!(summary["clusters"][0]["field"], "deviceid");
+    assert_eq!(summary["clusters"][0]["rows"], 3);
+}

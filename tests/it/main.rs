@@ -1,0 +1,5 @@
+//! Integration tests: the real binary against `riskbatch sim` on loopback.
+
+mod commands;
+mod end_to_end;
+mod harness;
