@@ -188,6 +188,7 @@ impl<'a> Runner<'a> {
             call_rx,
             self.calls.client.clone(),
             self.done_tx.clone(),
+            self.job.throttle.concurrency as usize,
         ));
         let result = self.work(&call_tx, &mut progress);
         drop(call_tx);
@@ -248,7 +249,9 @@ impl<'a> Runner<'a> {
         loop {
             self.check_bounds();
             let mut local = 0;
-            while self.stop.is_none() && self.in_flight < concurrency && local < LOCAL_BATCH {
+            // Orders are queued ahead of the call side (which holds the real
+            // concurrency limit) so that a commit here never leaves it idle.
+            while self.stop.is_none() && self.in_flight < 2 * concurrency && local < LOCAL_BATCH {
                 let Some(row) = self.next_row()? else { break };
                 if self.decide(row, call_tx)? {
                     local += 1;
@@ -465,6 +468,9 @@ impl<'a> Runner<'a> {
         let total_attempts = order.earlier_attempts + attempts;
         let waiters = self.waiting.remove(&order.key).unwrap_or_default();
         match result.end {
+            CallEnd::NotSent => {
+                // Queued when the run stopped: the row stays pending, and so do its duplicates.
+            }
             CallEnd::Answered(answer) => {
                 self.record(
                     order.row,
@@ -564,18 +570,25 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// Starts a task per order, never more than `concurrency` at once.
 async fn dispatch(
     mut orders: tokio::sync::mpsc::UnboundedReceiver<CallOrder>,
     client: Arc<RiskClient>,
     done: mpsc::Sender<Finished>,
+    concurrency: usize,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
     while let Some(order) = orders.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let client = client.clone();
         let done = done.clone();
         tokio::spawn(async move {
             let result = client
                 .call(order.row, &order.request, order.earlier_attempts)
                 .await;
+            drop(slot);
             let _ = done.send(Finished { order, result });
         });
     }

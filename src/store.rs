@@ -112,6 +112,13 @@ impl Store {
         let conn = Connection::open(&path)
             .with_context(|| format!("opening the checkpoint store {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // The bundled SQLite has STAT4, which re-prepares a statement whenever a
+        // bound value changes; the plans here never depend on values, and the
+        // re-parse per row cost more than the lookups themselves.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         // WAL + FULL: a commit survives kill -9 and power loss; commits are a few per second.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;

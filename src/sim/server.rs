@@ -21,6 +21,9 @@ use super::risk::{fnv1a, level};
 use super::tokens::{Rejection, TokenBook};
 use crate::wechat::{RISK_OBJECT_FIELDS, SERVICE, Scene};
 
+/// How late tokio's timer typically fires (millisecond ticks, rounded up).
+const TIMER_LATENESS: Duration = Duration::from_micros(1500);
+
 struct Sim {
     config: SimConfig,
     tokens: Mutex<TokenBook>,
@@ -246,7 +249,10 @@ async fn servicemarket(
     }
     let delay = sim.config.latency + spread(sim.config.latency_spread, sim.config.seed, n);
     if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+        // tokio's timer fires on millisecond ticks, on average about 1.5 ms
+        // late; aiming early keeps the mean latency what was configured.
+        let aim = delay.saturating_sub(TIMER_LATENESS);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(now) + aim).await;
     }
     json_reply(reply)
 }

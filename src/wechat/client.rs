@@ -32,6 +32,8 @@ pub struct RiskClient {
     pub run_tag: String,
     /// Set when the run stops: calls waiting to retry give up instead.
     pub stopping: Arc<AtomicBool>,
+    /// The endpoint URL with the current token, parsed once per token.
+    endpoint: std::sync::Mutex<Option<(u64, reqwest::Url)>>,
 }
 
 /// How one row's call ended.
@@ -45,6 +47,8 @@ pub enum CallEnd {
     Pause(PauseReason, Answer),
     /// The run cannot go on.
     Fatal(String),
+    /// The run stopped before this row's first request was sent.
+    NotSent,
 }
 
 /// The result of one row's call, sent back to the runner.
@@ -88,6 +92,7 @@ impl RiskClient {
             max_retries,
             run_tag,
             stopping: Arc::new(AtomicBool::new(false)),
+            endpoint: std::sync::Mutex::new(None),
         }
     }
 
@@ -104,6 +109,9 @@ impl RiskClient {
             .build();
         let mut attempts = 0u32;
         let mut token_retries = 0u32;
+        if self.stopping.load(Ordering::Relaxed) {
+            return self.end(CallEnd::NotSent, 0);
+        }
         loop {
             let last = match self.tokens.current().await {
                 Err(TokenError::Fatal(message)) => {
@@ -167,6 +175,19 @@ impl RiskClient {
         CallResult { end, attempts }
     }
 
+    fn endpoint(&self, token: &Token) -> Result<reqwest::Url, String> {
+        let mut cached = self.endpoint.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((generation, url)) = cached.as_ref()
+            && *generation == token.generation
+        {
+            return Ok(url.clone());
+        }
+        let url = reqwest::Url::parse(&format!("{}?access_token={}", self.url, token.value))
+            .map_err(|err| format!("bad API URL {}: {err}", self.url))?;
+        *cached = Some((token.generation, url.clone()));
+        Ok(url)
+    }
+
     async fn send(
         &self,
         token: &Token,
@@ -175,7 +196,7 @@ impl RiskClient {
     ) -> Result<Reply, String> {
         let response = self
             .http
-            .post(format!("{}?access_token={}", self.url, token.value))
+            .post(self.endpoint(token)?)
             .header("content-type", "application/json")
             .body(request.body(self.scene, message_id))
             .send()
