@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,8 @@ use crate::wechat::{RequestKey, RiskRequest};
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// ... or after this many writes, whichever comes first.
 const COMMIT_ROWS: usize = 20_000;
+/// How long the runner sleeps when no call has finished.
+const POLL_TICK: Duration = Duration::from_micros(500);
 /// Rows decided locally before the loop looks at commits, progress and stop flags.
 const LOCAL_BATCH: usize = 4096;
 
@@ -112,6 +114,8 @@ pub struct Runner<'a> {
     done_rx: Receiver<Finished>,
     chunks: Option<Receiver<Result<InputChunk>>>,
     queue: VecDeque<PendingRow>,
+    /// Calls decided in this turn of the loop, handed over together.
+    orders: Vec<CallOrder>,
     chunks_started: u64,
     in_flight: usize,
     waiting: HashMap<RequestKey, Vec<Waiter>>,
@@ -154,6 +158,7 @@ impl<'a> Runner<'a> {
             done_rx,
             chunks: None,
             queue: VecDeque::new(),
+            orders: Vec::new(),
             chunks_started: 0,
             in_flight: 0,
             waiting: HashMap::new(),
@@ -183,7 +188,7 @@ impl<'a> Runner<'a> {
         let mut progress = Progress::new(progress_mode, self.figures.total, self.figures.done);
         let reader = self.start_reader(done_chunks)?;
 
-        let (call_tx, call_rx) = tokio::sync::mpsc::unbounded_channel::<CallOrder>();
+        let (call_tx, call_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<CallOrder>>();
         let dispatcher = self.calls.runtime.spawn(dispatch(
             call_rx,
             self.calls.client.clone(),
@@ -241,7 +246,7 @@ impl<'a> Runner<'a> {
 
     fn work(
         &mut self,
-        call_tx: &tokio::sync::mpsc::UnboundedSender<CallOrder>,
+        call_tx: &tokio::sync::mpsc::UnboundedSender<Vec<CallOrder>>,
         progress: &mut Progress,
     ) -> Result<()> {
         let concurrency = self.job.throttle.concurrency as usize;
@@ -253,9 +258,14 @@ impl<'a> Runner<'a> {
             // concurrency limit) so that a commit here never leaves it idle.
             while self.stop.is_none() && self.in_flight < 2 * concurrency && local < LOCAL_BATCH {
                 let Some(row) = self.next_row()? else { break };
-                if self.decide(row, call_tx)? {
+                if self.decide(row)? {
                     local += 1;
                 }
+            }
+            if !self.orders.is_empty() {
+                call_tx
+                    .send(std::mem::take(&mut self.orders))
+                    .map_err(|_| anyhow::anyhow!("the call side stopped unexpectedly"))?;
             }
             let exhausted = self.queue.is_empty() && self.chunks.is_none();
             if self.in_flight == 0 && (self.stop.is_some() || exhausted) {
@@ -275,17 +285,24 @@ impl<'a> Runner<'a> {
                 }
             }
             if self.in_flight > 0 {
-                match self.done_rx.recv_timeout(Duration::from_millis(50)) {
-                    Ok(finished) => {
-                        self.finish(finished)?;
-                        while let Ok(finished) = self.done_rx.try_recv() {
+                // Polling on a short tick instead of blocking on the channel
+                // lets completions pile up and be handled in batches: one
+                // wake-up per tick rather than two thread switches per call.
+                let mut got = 0;
+                loop {
+                    match self.done_rx.try_recv() {
+                        Ok(finished) => {
                             self.finish(finished)?;
+                            got += 1;
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            bail!("the call side stopped unexpectedly")
                         }
                     }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => {
-                        bail!("the call side stopped unexpectedly")
-                    }
+                }
+                if got == 0 {
+                    std::thread::sleep(POLL_TICK);
                 }
             }
             if self.writes >= COMMIT_ROWS
@@ -379,11 +396,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Decides a row locally or sends it; true when decided locally.
-    fn decide(
-        &mut self,
-        pending: PendingRow,
-        call_tx: &tokio::sync::mpsc::UnboundedSender<CallOrder>,
-    ) -> Result<bool> {
+    fn decide(&mut self, pending: PendingRow) -> Result<bool> {
         let now = now_ms();
         let request = match pending.request {
             Err(reason) => {
@@ -446,15 +459,13 @@ impl<'a> Runner<'a> {
         }
         self.waiting.insert(key, Vec::new());
         self.in_flight += 1;
-        call_tx
-            .send(CallOrder {
-                row: pending.row,
-                chunk: pending.chunk,
-                key,
-                request,
-                earlier_attempts: pending.earlier_attempts,
-            })
-            .map_err(|_| anyhow::anyhow!("the call side stopped unexpectedly"))?;
+        self.orders.push(CallOrder {
+            row: pending.row,
+            chunk: pending.chunk,
+            key,
+            request,
+            earlier_attempts: pending.earlier_attempts,
+        });
         Ok(false)
     }
 
@@ -572,24 +583,26 @@ impl<'a> Runner<'a> {
 
 /// Starts a task per order, never more than `concurrency` at once.
 async fn dispatch(
-    mut orders: tokio::sync::mpsc::UnboundedReceiver<CallOrder>,
+    mut orders: tokio::sync::mpsc::UnboundedReceiver<Vec<CallOrder>>,
     client: Arc<RiskClient>,
     done: mpsc::Sender<Finished>,
     concurrency: usize,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    while let Some(order) = orders.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let client = client.clone();
-        let done = done.clone();
-        tokio::spawn(async move {
-            let result = client
-                .call(order.row, &order.request, order.earlier_attempts)
-                .await;
-            drop(slot);
-            let _ = done.send(Finished { order, result });
-        });
+    while let Some(batch) = orders.recv().await {
+        for order in batch {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let client = client.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let result = client
+                    .call(order.row, &order.request, order.earlier_attempts)
+                    .await;
+                drop(slot);
+                let _ = done.send(Finished { order, result });
+            });
+        }
     }
 }

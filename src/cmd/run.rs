@@ -109,7 +109,7 @@ pub fn execute(args: RunArgs) -> Result<Exit> {
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .thread_name("riskbatch-io")
         .build()

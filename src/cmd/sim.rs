@@ -13,7 +13,7 @@ pub fn execute(args: SimArgs) -> Result<Exit> {
         .validate()
         .map_err(|e| usage(format!("riskbatch sim: {e}")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -67,6 +67,8 @@ pub fn http_client(timeout: Duration, concurrency: u32) -> anyhow::Result<reqwes
         .pool_max_idle_per_host(concurrency as usize)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
+        // An API answer is never a redirect; following one would leak the token.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("riskbatch/", env!("CARGO_PKG_VERSION")))
         .build()?)
 }

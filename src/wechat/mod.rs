@@ -114,27 +114,53 @@ impl RiskRequest {
     }
 
     /// The JSON body of the servicemarket call; `data` is an object, not a string.
+    /// Written directly: it is built for every request.
     pub fn body(&self, scene: Scene, client_msg_id: &str) -> Vec<u8> {
-        let mut object = serde_json::Map::new();
+        let mut body = String::with_capacity(256);
+        body.push_str(r#"{"service":""#);
+        body.push_str(SERVICE);
+        body.push_str(r#"","api":""#);
+        body.push_str(scene.api());
+        body.push_str(r#"","data":{"openid":"#);
+        push_json_string(&mut body, &self.openid);
+        body.push_str(r#","serviceid":"#);
+        body.push(char::from(b'0' + scene.serviceid()));
+        body.push_str(",\"");
+        body.push_str(scene.object());
+        body.push_str("\":{");
+        let mut first = true;
         for (name, value) in RISK_OBJECT_FIELDS.iter().zip(&self.fields) {
             if let Some(value) = value {
-                object.insert((*name).into(), value.clone().into());
+                if !first {
+                    body.push(',');
+                }
+                first = false;
+                body.push('"');
+                body.push_str(name);
+                body.push_str("\":");
+                push_json_string(&mut body, value);
             }
         }
-        let mut data = serde_json::Map::new();
-        data.insert("openid".into(), self.openid.clone().into());
-        data.insert("serviceid".into(), scene.serviceid().into());
-        data.insert(scene.object().into(), object.into());
+        body.push('}');
         if let Some(token) = &self.user_access_token {
-            data.insert("user_access_token".into(), token.clone().into());
+            body.push_str(r#","user_access_token":"#);
+            push_json_string(&mut body, token);
         }
-        let body = serde_json::json!({
-            "service": SERVICE,
-            "api": scene.api(),
-            "data": data,
-            "client_msg_id": client_msg_id,
-        });
-        serde_json::to_vec(&body).unwrap_or_default()
+        body.push_str(r#"},"client_msg_id":"#);
+        push_json_string(&mut body, client_msg_id);
+        body.push('}');
+        body.into_bytes()
+    }
+}
+
+/// Appends `value` as a JSON string literal.
+fn push_json_string(out: &mut String, value: &str) {
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::Value::from(value).to_string());
     }
 }
 
@@ -245,6 +271,17 @@ mod tests {
         assert_eq!(body["data"]["serviceid"], 2);
         assert_eq!(body["data"]["login_risk"], serde_json::json!({}));
         assert_eq!(body["data"]["user_access_token"], "uat");
+    }
+
+    #[test]
+    fn body_escapes_what_json_needs_escaped() {
+        let mut odd = request();
+        odd.openid = "o\"quoted\\slash\n".into();
+        odd.fields[0] = Some("商户\t1".into());
+        let body: serde_json::Value =
+            serde_json::from_slice(&odd.body(Scene::Marketing, "m")).unwrap();
+        assert_eq!(body["data"]["openid"], "o\"quoted\\slash\n");
+        assert_eq!(body["data"]["sale_risk"]["mchcode"], "商户\t1");
     }
 
     #[test]
