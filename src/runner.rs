@@ -271,8 +271,11 @@ impl<'a> Runner<'a> {
             if self.in_flight == 0 && (self.stop.is_some() || exhausted) {
                 return Ok(());
             }
-            if self.stop.is_some() {
-                // Let in-flight calls finish, but not for longer than a request may take.
+            if let Some(stop) = &self.stop
+                && is_urgent(stop)
+            {
+                // Let in-flight calls finish, but not for longer than a request
+                // may take, and start no retry or queued call.
                 let deadline = *drain_deadline
                     .get_or_insert_with(|| Instant::now() + self.job.throttle.timeout);
                 self.calls.client.stopping.store(true, Ordering::Relaxed);
@@ -579,6 +582,15 @@ impl<'a> Runner<'a> {
         self.last_commit = Instant::now();
         Ok(())
     }
+}
+
+/// A signal, a quota or a failure stops at once; `--max-chunks` and
+/// `--deadline` let the calls already handed over finish, retries included.
+fn is_urgent(stop: &RunEnd) -> bool {
+    !matches!(
+        stop,
+        RunEnd::Paused(PauseReason::MaxChunks | PauseReason::Deadline)
+    )
 }
 
 /// Starts a task per order, never more than `concurrency` at once.

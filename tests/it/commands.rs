@@ -330,3 +330,64 @@ fn masked_columns_are_hashed_in_every_output() {
     assert_eq!(summary["clusters"][0]["field"], "deviceid");
     assert_eq!(summary["clusters"][0]["rows"], 3);
 }
+
+#[test]
+fn a_second_process_exits_75_at_once_and_sigterm_pauses_the_first() {
+    let sim = Sim::start(&["--latency", "150ms"]);
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", 80, 8);
+    ws.write(
+        "jobs/cmd.toml",
+        with_sim(JOB, &sim).replace("concurrency = 8", "concurrency = 2"),
+    );
+    let mut first = ws
+        .command(&["run", "jobs/cmd.toml", "--progress", "never"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first process has sent something: it holds the lock by then.
+    let started = std::time::Instant::now();
+    while sim.stats().risk_requests == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the first run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = ws.run(&["run", "jobs/cmd.toml", "--progress", "never"]);
+    assert_exit(&second, 75);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("already running") && stderr.contains(&first.id().to_string()),
+        "{}",
+        show(&second)
+    );
+    let status = ws.run(&["status", "jobs/cmd.toml"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout)
+            .contains(&format!("running    yes, process {}", first.id()))
+    );
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let code = first.wait().unwrap().code();
+    assert_eq!(code, Some(75));
+    let paused = summary(&ws.path("out/summary.json"));
+    assert_eq!(paused["state"], "paused");
+    assert_eq!(paused["pause_reason"], "interrupted");
+    let done_before = paused["rows"]["done"].as_u64().unwrap();
+    assert!(done_before < 80, "the run finished before the signal");
+
+    assert_exit(&ws.run(&["run", "jobs/cmd.toml", "--progress", "never"]), 0);
+    let stats = sim.stats();
+    assert!(stats.max_sends_per_request <= 2, "{stats:?}");
+    let resent = stats.risk_requests - stats.distinct_requests;
+    assert!(
+        resent <= 2,
+        "re-sent {resent} requests after SIGTERM; at most the 2 in flight may be"
+    );
+}

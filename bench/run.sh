@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Benchmarks riskbatch against `riskbatch sim` (a separate process on loopback):
+#   1. rows/s with no simulated latency (checkpoint and outputs included), 1M rows
+#   2. rows/s with 50 ms latency at concurrency 64, against the ideal 64/0.05 = 1280/s
+#   3. a second invocation of the completed 1M-row run (no call expected)
+#   4. peak memory (max RSS) on 1M and 10M-row inputs (10M only with --big)
+# Usage: bench/run.sh [--big]     Figures go to stdout; work files to target/bench.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+big=${1:-}
+
+cargo build --release --quiet
+bin=$PWD/target/release/riskbatch
+work=$PWD/target/bench
+mkdir -p "$work"
+export WECHAT_APPID=wxbench WECHAT_SECRET=bench-secret RISKBATCH_LOG=warn
+
+input() { # rows -> path (generated once)
+  local path=$work/p$1.csv
+  [ -f "$path" ] || "$bin" gen --rows "$1" --out "$path" --seed 2026 >/dev/null
+  echo "$path"
+}
+
+sim_pid=""
+start_sim() {
+  "$bin" sim "$@" >"$work/sim.out" 2>/dev/null &
+  sim_pid=$!
+  for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
+  sim_url=$(head -1 "$work/sim.out" | awk '{print $NF}')
+}
+stop_sim() { kill "$sim_pid" 2>/dev/null; wait "$sim_pid" 2>/dev/null || true; }
+trap stop_sim EXIT
+
+job() { # name input concurrency -> job file
+  cat >"$work/$1.toml" <<TOML
+name = "$1"
+[input]
+path = "$2"
+[input.columns]
+openid = "openid"
+phonenum = "phone"
+certid = "cert_id"
+clientip = "client_ip"
+deviceid = "device_id"
+wifibssid = "wifi_bssid"
+mchcode = "mch_code"
+[output]
+dir = "out-$1"
+[api]
+base_url = "$sim_url"
+[throttle]
+rate = 1000000
+concurrency = $3
+[state]
+dir = "state"
+TOML
+  rm -rf "$work/state/$1" "$work/out-$1"
+  echo "$work/$1.toml"
+}
+
+measure() { # label job -> one line of figures
+  local label=$1 jobfile=$2 started ended
+  started=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$work/rss" "$bin" run "$jobfile" --progress never >/dev/null 2>"$work/stderr" || {
+    echo "$label: run failed"; cat "$work/stderr"; return 1; }
+  ended=$(date +%s.%N)
+  local summary=$work/out-$(basename "$jobfile" .toml)/summary.json
+  python3 - "$label" "$summary" "$(cat "$work/rss")" "$started" "$ended" "$sim_url" <<'PY'
+import json, sys, urllib.request
+label, path, rss, t0, t1, url = sys.argv[1:]
+s = json.load(open(path))
+stats = json.load(urllib.request.urlopen(url + "/_sim/stats"))
+wall = float(t1) - float(t0)
+print(f"{label}: {s['rows']['total']} rows, wall {wall:.1f}s, {s['rows']['total']/wall:,.0f} rows/s "
+      f"(summary: {s['rows_per_second']:,.0f} rows/s over {s['elapsed_seconds']}s), "
+      f"{s['calls']['sent']} calls, peak RSS {int(rss)/1024:.0f} MiB, "
+      f"sim: {stats['risk_requests']} requests, max sends per request {stats['max_sends_per_request']}, "
+      f"max in 1 s {stats['max_requests_in_1s']}")
+PY
+}
+
+echo "# riskbatch benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
+
+start_sim
+measure "no latency, concurrency 64" "$(job fast "$(input 1000000)" 64)"
+started=$(date +%s.%N)
+/usr/bin/time -f "%M" -o "$work/rss" "$bin" run "$work/fast.toml" --progress never >/dev/null 2>&1
+ended=$(date +%s.%N)
+python3 -c "import sys; print(f'second run of the completed 1M-row run: {float(sys.argv[2])-float(sys.argv[1]):.2f}s, peak RSS {int(sys.argv[3])/1024:.0f} MiB')" "$started" "$ended" "$(cat "$work/rss")"
+stop_sim
+
+start_sim --latency 50ms
+measure "50 ms latency, concurrency 64 (ideal 1280 rows/s)" "$(job slow "$(input 50000)" 64)"
+stop_sim
+
+if [ "$big" = "--big" ]; then
+  start_sim
+  measure "memory, 10M rows, no latency, concurrency 64" "$(job big "$(input 10000000)" 64)"
+  stop_sim
+fi
