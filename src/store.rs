@@ -123,7 +123,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "cache_size", -65536)?;
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // temp_store stays on disk: the summary's GROUP BY sorts every row of
+        // the run, and an in-memory sorter made memory grow with the input.
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("preparing the checkpoint store {}", path.display()))?;
         conn.set_prepared_statement_cache_capacity(32);
