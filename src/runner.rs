@@ -66,6 +66,24 @@ pub struct Lists {
     pub deny: HashSet<String>,
 }
 
+impl Lists {
+    /// Reads the job's `[lists]` files (none configured: empty lists).
+    pub fn load(job: &Job) -> Result<Lists> {
+        let mut lists = Lists::default();
+        if let Some(path) = &job.lists.allow {
+            lists.allow = crate::input::read_list(path, "lists.allow", job)?;
+        }
+        if let Some(path) = &job.lists.deny {
+            lists.deny = crate::input::read_list(path, "lists.deny", job)?;
+        }
+        Ok(lists)
+    }
+
+    pub fn contains(&self, openid: &str) -> bool {
+        self.allow.contains(openid) || self.deny.contains(openid)
+    }
+}
+
 struct CallOrder {
     row: u64,
     chunk: u64,
@@ -442,23 +460,17 @@ impl<'a> Runner<'a> {
             });
             return Ok(true);
         }
-        if let Some(stored) = self.store.answer(&key)? {
-            let source = if stored.run == self.run.id {
-                Some(RiskSource::Duplicate)
-            } else {
-                let fresh = now - stored.answer.checked_at <= self.job.cache_ttl.as_millis() as i64;
-                (fresh && stored.answer.status == RowStatus::Ok).then_some(RiskSource::Cache)
-            };
-            if let Some(source) = source {
-                self.record(
-                    pending.row,
-                    pending.chunk,
-                    stored.answer,
-                    Some(source),
-                    pending.earlier_attempts,
-                )?;
-                return Ok(true);
-            }
+        if let Some(stored) = self.store.answer(&key)?
+            && let Some(source) = stored.reuse(Some(self.run.id), now, self.job.cache_ttl)
+        {
+            self.record(
+                pending.row,
+                pending.chunk,
+                stored.answer,
+                Some(source),
+                pending.earlier_attempts,
+            )?;
+            return Ok(true);
         }
         self.waiting.insert(key, Vec::new());
         self.in_flight += 1;

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -81,6 +82,26 @@ pub struct StoredAnswer {
     pub answer: Answer,
 }
 
+impl StoredAnswer {
+    /// How a row of `current_run` may reuse this answer: as a duplicate within
+    /// the same run, from the cache when another run's `ok` answer is younger
+    /// than `ttl` (verdicts like 61010 depend on time), or not at all.
+    pub fn reuse(&self, current_run: Option<i64>, now: i64, ttl: Duration) -> Option<RiskSource> {
+        if current_run == Some(self.run) {
+            return Some(RiskSource::Duplicate);
+        }
+        let fresh =
+            now - self.answer.checked_at <= i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        (fresh && !ttl.is_zero() && self.answer.status == RowStatus::Ok)
+            .then_some(RiskSource::Cache)
+    }
+}
+
+/// A run's id: the job name and the input's fingerprint.
+pub fn run_id(job: &str, fingerprint: &str) -> String {
+    format!("{job}-{fingerprint}")
+}
+
 /// Counts of a run's rows by outcome.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RowCounts {
@@ -111,7 +132,7 @@ impl Store {
         let path = dir.join("checkpoint.sqlite");
         let conn = Connection::open(&path)
             .with_context(|| format!("opening the checkpoint store {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
         // The bundled SQLite has STAT4, which re-prepares a statement whenever a
         // bound value changes; the plans here never depend on values, and the
         // re-parse per row cost more than the lookups themselves.
@@ -133,6 +154,15 @@ impl Store {
             path,
             in_transaction: false,
         })
+    }
+
+    /// Opens the job's store only if it exists: reading commands never create state.
+    pub fn open_existing(dir: &Path) -> Result<Option<Store>> {
+        if dir.join("checkpoint.sqlite").exists() {
+            Store::open(dir).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -493,6 +523,35 @@ mod tests {
         assert_eq!(counts.done, 2);
         assert_eq!(counts.levels, [0, 0, 0, 1]);
         assert_eq!(counts.statuses[&RowStatus::OpenidExpired], 1);
+    }
+
+    #[test]
+    fn reuse_is_duplicate_in_the_run_and_cache_only_for_fresh_ok_answers() {
+        let day = Duration::from_secs(86400);
+        let stored = |run, status| StoredAnswer {
+            run,
+            answer: Answer::local(status, Some(1), None, 1_000),
+        };
+        let ok = stored(1, RowStatus::Ok);
+        assert_eq!(ok.reuse(Some(1), 5_000, day), Some(RiskSource::Duplicate));
+        assert_eq!(ok.reuse(Some(2), 5_000, day), Some(RiskSource::Cache));
+        assert_eq!(ok.reuse(None, 5_000, day), Some(RiskSource::Cache));
+        assert_eq!(ok.reuse(Some(2), 1_000 + 86_400_001, day), None, "too old");
+        assert_eq!(
+            ok.reuse(Some(2), 1_000, Duration::ZERO),
+            None,
+            "cache disabled"
+        );
+        let expired = stored(1, RowStatus::OpenidExpired);
+        assert_eq!(
+            expired.reuse(Some(1), 5_000, day),
+            Some(RiskSource::Duplicate)
+        );
+        assert_eq!(
+            expired.reuse(Some(2), 5_000, day),
+            None,
+            "verdicts are not cached"
+        );
     }
 
     #[test]

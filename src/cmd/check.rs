@@ -11,29 +11,19 @@ use crate::cli::JobArgs;
 use crate::duration::human;
 use crate::exit::Exit;
 use crate::input;
-use crate::store::Store;
+use crate::outcome::RiskSource;
+use crate::runner::Lists;
+use crate::store::{Store, run_id};
 
 const SHOW_BAD_ROWS: usize = 5;
 
 pub fn execute(args: JobArgs) -> Result<Exit> {
     let (job, input) = super::load(&args)?;
-    let allow = match &job.lists.allow {
-        Some(p) => input::read_list(p, "lists.allow", &job)?,
-        None => HashSet::new(),
-    };
-    let deny = match &job.lists.deny {
-        Some(p) => input::read_list(p, "lists.deny", &job)?,
-        None => HashSet::new(),
-    };
-    // Reads the checkpoint only if there is one: check never creates state.
-    let store = if job.state_dir.join("checkpoint.sqlite").exists() {
-        Some(Store::open(&job.state_dir)?)
-    } else {
-        None
-    };
+    let lists = Lists::load(&job)?;
+    let store = Store::open_existing(&job.state_dir)?;
     let fingerprint = input::fingerprint(&input.path)?;
     let run = match &store {
-        Some(store) => store.find_run(&format!("{}-{fingerprint}", job.name))?,
+        Some(store) => store.find_run(&run_id(&job.name, &fingerprint))?,
         None => None,
     };
     let done_rows = match (&store, &run) {
@@ -59,18 +49,14 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
                         bad_examples.push(format!("row {}: {reason}", chunk.first_row + i as u64));
                     }
                 }
-                Ok(request)
-                    if allow.contains(&request.openid) || deny.contains(&request.openid) =>
-                {
-                    listed += 1
-                }
+                Ok(request) if lists.contains(&request.openid) => listed += 1,
                 Ok(request) => {
                     let key = request.key(job.scene);
                     if keys.insert(key)
                         && let Some(store) = &store
                         && let Some(stored) = store.answer(&key)?
-                        && run.as_ref().is_none_or(|r| r.id != stored.run)
-                        && now - stored.answer.checked_at <= job.cache_ttl.as_millis() as i64
+                        && stored.reuse(run.as_ref().map(|r| r.id), now, job.cache_ttl)
+                            == Some(RiskSource::Cache)
                     {
                         cached += 1;
                     }

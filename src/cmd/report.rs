@@ -15,7 +15,7 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
     let started_at = now_ms();
     let (job, input) = super::load(&args)?;
     let fingerprint = input::fingerprint(&input.path)?;
-    let run_id = format!("{}-{fingerprint}", job.name);
+    let run_id = crate::store::run_id(&job.name, &fingerprint);
     let missing = || {
         usage(format!(
             "no run of job {} for {} yet; `riskbatch run` starts it",
@@ -23,10 +23,7 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
             input.path.display()
         ))
     };
-    if !job.state_dir.join("checkpoint.sqlite").exists() {
-        return Err(missing());
-    }
-    let mut store = Store::open(&job.state_dir)?;
+    let mut store = Store::open_existing(&job.state_dir)?.ok_or_else(missing)?;
     let run = store.find_run(&run_id)?.ok_or_else(missing)?;
     let partial = run.completed_at.is_none();
     let (outputs, clusters) = write_results(&job, &input, &mut store, &run, partial)?;

@@ -47,7 +47,7 @@ pub fn execute(args: RunArgs) -> Result<Exit> {
             }
         };
     }
-    let lists = read_lists(&job)?;
+    let lists = Lists::load(&job)?;
     let credentials = credentials(&job)?;
 
     let _lock = match try_lock(&job.state_dir)? {
@@ -254,7 +254,7 @@ fn print_outcome(job: &Job, summary: &crate::summary::Summary, outputs: &[std::p
 /// Finds the run of this input, or starts one; `fresh` discards it first.
 fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Result<RunRecord> {
     let fingerprint = input::fingerprint(&input.path)?;
-    let run_id = format!("{}-{fingerprint}", job.name);
+    let run_id = crate::store::run_id(&job.name, &fingerprint);
     let mut found = store.find_run(&run_id)?;
     if fresh && let Some(run) = found.take() {
         tracing::info!("--fresh: discarding the checkpoint of run {}", run.run_id);
@@ -302,17 +302,6 @@ fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Res
         input.path.display()
     );
     Ok(run)
-}
-
-fn read_lists(job: &Job) -> Result<Lists> {
-    let mut lists = Lists::default();
-    if let Some(path) = &job.lists.allow {
-        lists.allow = input::read_list(path, "lists.allow", job)?;
-    }
-    if let Some(path) = &job.lists.deny {
-        lists.deny = input::read_list(path, "lists.deny", job)?;
-    }
-    Ok(lists)
 }
 
 /// The appid and secret from the environment; the simulator accepts stand-ins.

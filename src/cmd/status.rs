@@ -13,13 +13,9 @@ use crate::store::Store;
 pub fn execute(args: JobArgs) -> Result<Exit> {
     let (job, input) = super::load(&args)?;
     let fingerprint = input::fingerprint(&input.path)?;
-    let run_id = format!("{}-{fingerprint}", job.name);
+    let run_id = crate::store::run_id(&job.name, &fingerprint);
     let running = crate::lock::holder(&job.state_dir)?;
-    let store = if job.state_dir.join("checkpoint.sqlite").exists() {
-        Some(Store::open(&job.state_dir)?)
-    } else {
-        None
-    };
+    let store = Store::open_existing(&job.state_dir)?;
     let run = match &store {
         Some(store) => store.find_run(&run_id)?,
         None => None,
