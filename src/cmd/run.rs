@@ -21,6 +21,7 @@ use crate::store::{RunRecord, Store};
 use crate::summary::RunState;
 use crate::wechat::client::{RiskClient, http_client};
 use crate::wechat::token::{Credentials, TokenProvider};
+use crate::wechat::token_cache::TokenCache;
 
 /// Credentials the embedded simulator accepts when none are set.
 const SIM_APPID: &str = "wxsim000000000000";
@@ -128,12 +129,13 @@ pub fn execute(args: RunArgs) -> Result<Exit> {
         let _guard = runtime.enter();
         http_client(job.throttle.timeout, job.throttle.concurrency)?
     };
-    let tokens = Arc::new(TokenProvider::new(
-        http.clone(),
-        &base_url,
-        job.api.token.clone(),
-        credentials,
-    ));
+    let cache = token_cache(&job, credentials.as_ref(), &base_url);
+    let mut tokens =
+        TokenProvider::new(http.clone(), &base_url, job.api.token.clone(), credentials);
+    if let Some(cache) = cache {
+        tokens = tokens.with_cache(cache);
+    }
+    let tokens = Arc::new(tokens);
     let pacer = Arc::new(Pacer::new(job.throttle.rate));
     let client = Arc::new(RiskClient::new(
         http,
@@ -302,6 +304,23 @@ fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Res
         input.path.display()
     );
     Ok(run)
+}
+
+/// Where the token is shared with other processes: not for the embedded
+/// simulator (its tokens die with the process) nor for a token command (it is
+/// the shared source itself).
+fn token_cache(job: &Job, credentials: Option<&Credentials>, base_url: &str) -> Option<TokenCache> {
+    let endpoint = match (&job.api.base_url, &job.api.token) {
+        (BaseUrl::Sim, _) | (_, TokenSource::Command(_)) => return None,
+        (_, TokenSource::Stable) => "stable_token",
+        (_, TokenSource::ClientCredential) => "token",
+    };
+    Some(TokenCache::new(
+        &job.shared_state_dir,
+        &credentials?.appid,
+        endpoint,
+        base_url,
+    ))
 }
 
 /// The appid and secret from the environment; the simulator accepts stand-ins.

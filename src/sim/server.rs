@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::SimConfig;
 use super::risk::{fnv1a, level};
 use super::tokens::{Rejection, TokenBook};
+use super::{FaultRates, SimConfig};
 use crate::wechat::{RISK_OBJECT_FIELDS, SERVICE, Scene};
 
 /// How late tokio's timer typically fires (millisecond ticks, rounded up).
@@ -28,9 +28,89 @@ const TIMER_LATENESS: Duration = Duration::from_micros(1500);
 
 struct Sim {
     config: SimConfig,
+    rates: FaultRates,
     tokens: Mutex<TokenBook>,
     stats: Mutex<Stats>,
     counter: AtomicU64,
+}
+
+impl Sim {
+    fn new(config: SimConfig) -> Sim {
+        Sim {
+            rates: config.fault_rates(),
+            tokens: Mutex::new(TokenBook::new(config.token_ttl, config.token_grace)),
+            stats: Mutex::new(Stats {
+                balance_left: config.balance,
+                ..Stats::default()
+            }),
+            config,
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A transient fault chosen for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Busy,
+    InnerError(i64),
+    HttpError(u16),
+    Drop,
+    Malformed,
+}
+
+/// What the simulator does with one risk request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Reply {
+        body: String,
+        errcode: i64,
+        inner: Option<i64>,
+    },
+    HttpError(u16),
+    /// The connection closes before the answer is complete.
+    Drop,
+    /// 200 with a body that is not WeChat's JSON.
+    Malformed(u64),
+}
+
+/// A uniform number in [0, 1) from the seed, the request number and a salt.
+fn draw(seed: u64, n: u64, salt: &str) -> f64 {
+    let r = fnv1a(&[&seed.to_le_bytes(), &n.to_le_bytes(), salt.as_bytes()]);
+    (r >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn choose_fault(rates: &FaultRates, seed: u64, n: u64) -> Option<Fault> {
+    let r = draw(seed, n, "fault");
+    let mut edge = 0.0;
+    let pick = |edge: &mut f64, rate: f64| {
+        *edge += rate;
+        r < *edge
+    };
+    if pick(&mut edge, rates.busy) {
+        Some(Fault::Busy)
+    } else if pick(&mut edge, rates.inner_error) {
+        const CODES: [i64; 6] = [4, 5, 6, 7, 8, 10];
+        Some(Fault::InnerError(CODES[(n % 6) as usize]))
+    } else if pick(&mut edge, rates.http_error) {
+        Some(Fault::HttpError(if n.is_multiple_of(2) { 502 } else { 503 }))
+    } else if pick(&mut edge, rates.drop) {
+        Some(Fault::Drop)
+    } else if pick(&mut edge, rates.malformed) {
+        Some(Fault::Malformed)
+    } else {
+        None
+    }
+}
+
+/// An openid that asks for its own answer: `errcode<N>_…` or `code<N>_…`.
+fn requested_answer(openid: &str) -> Option<(bool, i64)> {
+    let (outer, rest) = match openid.strip_prefix("errcode") {
+        Some(rest) => (true, rest),
+        None => (false, openid.strip_prefix("code")?),
+    };
+    let (number, _) = rest.split_once('_')?;
+    Some((outer, number.parse().ok()?))
 }
 
 #[derive(Default)]
@@ -47,6 +127,10 @@ struct Stats {
     /// Arrival times of risk requests within the last second.
     window: VecDeque<Instant>,
     max_in_1s: u64,
+    faults: BTreeMap<&'static str, u64>,
+    quota_used: u64,
+    balance_left: Option<u64>,
+    tokens_revoked: bool,
 }
 
 /// The JSON of `GET /_sim/stats`.
@@ -61,6 +145,15 @@ pub struct SimStats {
     pub distinct_requests: u64,
     pub max_sends_per_request: u32,
     pub max_requests_in_1s: u64,
+    /// Injected faults by kind: busy, inner_error, http_error, drop, malformed, slow, tokens_expired.
+    #[serde(default)]
+    pub faults: BTreeMap<String, u64>,
+    /// Risk calls counted against `daily_quota` today.
+    #[serde(default)]
+    pub quota_used: u64,
+    /// Paid answers left when `balance` is set.
+    #[serde(default)]
+    pub balance_left: Option<u64>,
     /// Only with `?openids=1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_openid: Option<BTreeMap<String, u32>>,
@@ -90,18 +183,15 @@ pub async fn start(config: SimConfig, listen: &str) -> Result<SimHandle> {
         .await
         .with_context(|| format!("binding the simulator to {listen}"))?;
     let addr = listener.local_addr()?;
-    let sim = Arc::new(Sim {
-        tokens: Mutex::new(TokenBook::new(config.token_ttl, config.token_grace)),
-        config,
-        stats: Mutex::new(Stats::default()),
-        counter: AtomicU64::new(0),
-    });
+    let sim = Arc::new(Sim::new(config));
     let app = Router::new()
         .route("/cgi-bin/token", get(token))
         .route("/cgi-bin/stable_token", post(stable_token))
         .route("/wxa/servicemarket", post(servicemarket))
         .route("/tcb/servicemarket", post(servicemarket))
         .route("/_sim/stats", get(stats))
+        .route("/_sim/new_day", post(new_day))
+        .route("/_sim/top_up", post(top_up))
         .with_state(sim);
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
@@ -126,6 +216,10 @@ fn error(errcode: i64, errmsg: &str) -> Value {
 impl Sim {
     fn count_token(&self, endpoint: &'static str) {
         *self.lock_stats().token_fetches.entry(endpoint).or_default() += 1;
+    }
+
+    fn count_fault(&self, kind: &'static str) {
+        *self.lock_stats().faults.entry(kind).or_default() += 1;
     }
 
     fn lock_stats(&self) -> std::sync::MutexGuard<'_, Stats> {
@@ -250,70 +344,87 @@ async fn servicemarket(
     Query(q): Query<RiskQuery>,
     body: Bytes,
 ) -> Response {
-    let now = Instant::now();
+    let arrived = Instant::now();
     let n = sim.counter.fetch_add(1, Ordering::Relaxed);
-    let (reply, errcode, inner) =
-        answer(&sim, uri.path(), q.access_token.as_deref(), &body, now, n);
-    {
-        let mut stats = sim.lock_stats();
-        *stats.errcodes.entry(errcode).or_default() += 1;
-        if let Some(code) = inner {
-            *stats.inner_codes.entry(code).or_default() += 1;
-        }
+    let limited = sim.arrive(uri.path(), arrived);
+    let mut delay = sim.config.latency + spread(sim.config.latency_spread, sim.config.seed, n);
+    if !limited && draw(sim.config.seed, n, "slow") < sim.rates.slow {
+        sim.count_fault("slow");
+        delay += sim.config.slow_delay;
     }
-    let delay = sim.config.latency + spread(sim.config.latency_spread, sim.config.seed, n);
     if !delay.is_zero() {
         // tokio's timer fires on millisecond ticks, on average about 1.5 ms
         // late; aiming early keeps the mean latency what was configured.
         let aim = delay.saturating_sub(TIMER_LATENESS);
-        tokio::time::sleep_until(tokio::time::Instant::from_std(now) + aim).await;
+        tokio::time::sleep_until(tokio::time::Instant::from_std(arrived) + aim).await;
     }
-    ([(header::CONTENT_TYPE, "application/json")], reply).into_response()
+    // The answer is decided when it is sent, so a token invalidated while
+    // requests are in flight fails all of them, as it does at WeChat.
+    let outcome = if limited {
+        outcome_error(45011, "api minute-quota reach limit")
+    } else {
+        let fault = choose_fault(&sim.rates, sim.config.seed, n);
+        answer(
+            &sim,
+            q.access_token.as_deref(),
+            &body,
+            Instant::now(),
+            n,
+            fault,
+        )
+    };
+    render(&sim, outcome)
 }
 
-fn spread(max: Duration, seed: u64, n: u64) -> Duration {
-    if max.is_zero() {
-        return Duration::ZERO;
+fn render(sim: &Sim, outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Reply {
+            body,
+            errcode,
+            inner,
+        } => {
+            {
+                let mut stats = sim.lock_stats();
+                *stats.errcodes.entry(errcode).or_default() += 1;
+                if let Some(code) = inner {
+                    *stats.inner_codes.entry(code).or_default() += 1;
+                }
+            }
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Outcome::HttpError(status) => {
+            let status = axum::http::StatusCode::from_u16(status)
+                .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+            let page = format!(
+                "<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center><hr><center>sim</center></body></html>"
+            );
+            (status, [(header::CONTENT_TYPE, "text/html")], page).into_response()
+        }
+        Outcome::Drop => {
+            let broken = futures_util::stream::iter([Err::<Bytes, std::io::Error>(
+                std::io::Error::other("simulated dropped connection"),
+            )]);
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(broken),
+            )
+                .into_response()
+        }
+        Outcome::Malformed(n) => {
+            let body = if n.is_multiple_of(2) {
+                r#"{"errcode":0,"errmsg":"ok","data":"{\"code\":0,\"msg\":"#.to_string()
+            } else {
+                "<html><body>系统繁忙，请稍后再试</body></html>".to_string()
+            };
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
     }
-    let r = fnv1a(&[&seed.to_le_bytes(), &n.to_le_bytes()]);
-    max.mul_f64((r % 10_000) as f64 / 10_000.0)
 }
 
-/// An outer error reply.
-fn outer_error(errcode: i64, errmsg: &str) -> (String, i64, Option<i64>) {
-    (error(errcode, errmsg).to_string(), errcode, None)
-}
-
-/// A delivered reply: outer errcode 0 and the service's answer as a JSON string.
-fn inner_reply(n: u64, code: i64, msg: &str, level: Option<u8>) -> (String, i64, Option<i64>) {
-    let inner = match level {
-        Some(level) => json!({"code": code, "msg": msg, "data": {"risklevel": level}}),
-        None => json!({"code": code, "msg": msg}),
-    }
-    .to_string();
-    let request_id = format!(
-        "sim-{n:010}-{:016x}",
-        fnv1a(&[inner.as_bytes(), &n.to_le_bytes()])
-    );
-    let reply = format!(
-        r#"{{"errcode":0,"errmsg":"ok","data":{},"request_id":"{request_id}","provider_errmsg":""}}"#,
-        Value::String(inner)
-    );
-    (reply, 0, Some(code))
-}
-
-/// The reply to one risk request, its outer errcode and inner code.
-fn answer(
-    sim: &Sim,
-    path: &str,
-    access_token: Option<&str>,
-    body: &[u8],
-    now: Instant,
-    n: u64,
-) -> (String, i64, Option<i64>) {
-    // Every request counts against the frequency limit, answered or not.
-    {
-        let mut stats = sim.lock_stats();
+impl Sim {
+    /// Counts an arriving risk request; true if it is beyond the rate limit.
+    fn arrive(&self, path: &str, now: Instant) -> bool {
+        let mut stats = self.lock_stats();
         stats.risk_requests += 1;
         match stats.by_path.get_mut(path) {
             Some(count) => *count += 1,
@@ -330,16 +441,74 @@ fn answer(
         }
         stats.window.push_back(now);
         stats.max_in_1s = stats.max_in_1s.max(stats.window.len() as u64);
-        if sim
-            .config
+        self.config
             .rate_limit
             .is_some_and(|limit| stats.window.len() as u64 > u64::from(limit))
-        {
-            return outer_error(45011, "api minute-quota reach limit");
+    }
+}
+
+fn spread(max: Duration, seed: u64, n: u64) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    let r = fnv1a(&[&seed.to_le_bytes(), &n.to_le_bytes()]);
+    max.mul_f64((r % 10_000) as f64 / 10_000.0)
+}
+
+/// An outer error reply.
+fn outcome_error(errcode: i64, errmsg: &str) -> Outcome {
+    Outcome::Reply {
+        body: error(errcode, errmsg).to_string(),
+        errcode,
+        inner: None,
+    }
+}
+
+/// A delivered reply: outer errcode 0 and the service's answer as a JSON string.
+fn inner_reply(n: u64, code: i64, msg: &str, level: Option<u8>) -> Outcome {
+    let inner = match level {
+        Some(level) => json!({"code": code, "msg": msg, "data": {"risklevel": level}}),
+        None => json!({"code": code, "msg": msg}),
+    }
+    .to_string();
+    let request_id = format!(
+        "sim-{n:010}-{:016x}",
+        fnv1a(&[inner.as_bytes(), &n.to_le_bytes()])
+    );
+    let reply = format!(
+        r#"{{"errcode":0,"errmsg":"ok","data":{},"request_id":"{request_id}","provider_errmsg":""}}"#,
+        Value::String(inner)
+    );
+    Outcome::Reply {
+        body: reply,
+        errcode: 0,
+        inner: Some(code),
+    }
+}
+
+/// The answer to one risk request that is within the rate limit.
+fn answer(
+    sim: &Sim,
+    access_token: Option<&str>,
+    body: &[u8],
+    now: Instant,
+    n: u64,
+    fault: Option<Fault>,
+) -> Outcome {
+    if let Some(after) = sim.config.expire_tokens_after {
+        let mut stats = sim.lock_stats();
+        if !stats.tokens_revoked && stats.risk_requests >= after {
+            stats.tokens_revoked = true;
+            *stats.faults.entry("tokens_expired").or_default() += 1;
+            drop(stats);
+            sim.tokens
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .revoke_all();
         }
     }
     let Some(access_token) = access_token.filter(|t| !t.is_empty()) else {
-        return outer_error(41001, "access_token missing");
+        return outcome_error(41001, "access_token missing");
     };
     let checked = sim
         .tokens
@@ -348,32 +517,41 @@ fn answer(
         .check(access_token, now);
     match checked {
         Err(Rejection::Invalid) => {
-            return outer_error(
+            return outcome_error(
                 40001,
                 "invalid credential, access_token is invalid or not latest",
             );
         }
-        Err(Rejection::Expired) => return outer_error(42001, "access_token expired"),
+        Err(Rejection::Expired) => return outcome_error(42001, "access_token expired"),
+        Err(Rejection::Revoked) => {
+            let errcode = sim.config.expired_token_errcode;
+            let errmsg = match errcode {
+                42001 => "access_token expired",
+                40014 => "invalid access_token",
+                _ => "invalid credential, access_token is invalid or not latest",
+            };
+            return outcome_error(errcode, errmsg);
+        }
         Ok(()) => {}
     }
     let Ok(body) = serde_json::from_slice::<RiskBody<'_>>(body) else {
-        return outer_error(47001, "data format error");
+        return outcome_error(47001, "data format error");
     };
     if body.service.as_deref() != Some(SERVICE) {
-        return outer_error(9301001, "invalid service");
+        return outcome_error(9301001, "invalid service");
     }
     let scene = match body.api.as_deref() {
         Some(api) if api == Scene::Marketing.api() => Scene::Marketing,
         Some(api) if api == Scene::Account.api() => Scene::Account,
-        _ => return outer_error(9301001, "invalid api"),
+        _ => return outcome_error(9301001, "invalid api"),
     };
     let raw = body.data.map(|d| d.get().trim_start()).unwrap_or("");
     if raw.starts_with('"') {
         // The seed's table calls data a string; sent as one it fails like this.
-        return outer_error(9301003, "service internal error");
+        return outcome_error(9301003, "service internal error");
     }
     if !raw.starts_with('{') {
-        return outer_error(47001, "data format error");
+        return outcome_error(47001, "data format error");
     }
     let Ok(data) = serde_json::from_str::<RiskData>(raw) else {
         return inner_reply(n, 1, "data 内参数错误", None);
@@ -424,7 +602,71 @@ fn answer(
             }
         }
     }
+    match fault {
+        None => {}
+        Some(Fault::Busy) => {
+            sim.count_fault("busy");
+            return outcome_error(-1, "system error");
+        }
+        Some(Fault::InnerError(code)) => {
+            sim.count_fault("inner_error");
+            return inner_reply(n, code, "内部服务错误", None);
+        }
+        Some(Fault::HttpError(status)) => {
+            sim.count_fault("http_error");
+            return Outcome::HttpError(status);
+        }
+        Some(Fault::Drop) => {
+            sim.count_fault("drop");
+            return Outcome::Drop;
+        }
+        Some(Fault::Malformed) => {
+            sim.count_fault("malformed");
+            return Outcome::Malformed(n);
+        }
+    }
+    if let Some(quota) = sim.config.daily_quota {
+        let mut stats = sim.lock_stats();
+        if stats.quota_used >= quota {
+            return outcome_error(45009, "reach max api daily quota limit");
+        }
+        stats.quota_used += 1;
+    }
+    match requested_answer(&openid) {
+        Some((true, errcode)) if errcode != 0 => {
+            return outcome_error(errcode, &format!("sim: errcode {errcode} for this openid"));
+        }
+        Some((false, code)) if code != 0 => {
+            return inner_reply(n, code, &format!("sim: code {code} for this openid"), None);
+        }
+        _ => {}
+    }
+    {
+        let mut stats = sim.lock_stats();
+        match &mut stats.balance_left {
+            Some(0) => return inner_reply(n, 13, "余额不足", None),
+            Some(left) => *left -= 1,
+            None => {}
+        }
+    }
     inner_reply(n, 0, "请求成功", Some(level(scene.api(), &openid, &fields)))
+}
+
+async fn new_day(State(sim): State<Arc<Sim>>) -> Response {
+    sim.lock_stats().quota_used = 0;
+    json_reply(json!({"errcode": 0, "errmsg": "ok"}))
+}
+
+#[derive(Deserialize)]
+struct TopUpQuery {
+    calls: u64,
+}
+
+async fn top_up(State(sim): State<Arc<Sim>>, Query(q): Query<TopUpQuery>) -> Response {
+    let mut stats = sim.lock_stats();
+    let left = stats.balance_left.unwrap_or(0) + q.calls;
+    stats.balance_left = Some(left);
+    json_reply(json!({"errcode": 0, "errmsg": "ok", "balance_left": left}))
 }
 
 #[derive(Deserialize)]
@@ -457,6 +699,13 @@ async fn stats(State(sim): State<Arc<Sim>>, Query(q): Query<StatsQuery>) -> Resp
         distinct_requests: stats.per_request.len() as u64,
         max_sends_per_request: stats.per_request.values().copied().max().unwrap_or(0),
         max_requests_in_1s: stats.max_in_1s,
+        faults: stats
+            .faults
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        quota_used: stats.quota_used,
+        balance_left: stats.balance_left,
         per_openid: q.openids.is_some().then(|| {
             stats
                 .per_openid
@@ -472,34 +721,45 @@ async fn stats(State(sim): State<Arc<Sim>>, Query(q): Query<StatsQuery>) -> Resp
 mod tests {
     use super::*;
 
-    fn sim() -> (Sim, String) {
-        let sim = Sim {
-            tokens: Mutex::new(TokenBook::new(
-                Duration::from_secs(7200),
-                Duration::from_secs(300),
-            )),
-            config: SimConfig::default(),
-            stats: Mutex::new(Stats::default()),
-            counter: AtomicU64::new(0),
-        };
+    fn sim_with(config: SimConfig) -> (Sim, String) {
+        let sim = Sim::new(config);
         let token = sim.tokens.lock().unwrap().stable(Instant::now(), false).0;
         (sim, token)
     }
 
+    fn sim() -> (Sim, String) {
+        sim_with(SimConfig::default())
+    }
+
+    fn codes(outcome: &Outcome) -> (i64, Option<i64>) {
+        match outcome {
+            Outcome::Reply { errcode, inner, .. } => (*errcode, *inner),
+            other => panic!("not a reply: {other:?}"),
+        }
+    }
+
+    fn ask_raw(sim: &Sim, token: &str, body: &[u8], at: Instant) -> Outcome {
+        answer(sim, Some(token), body, at, 1, None)
+    }
+
     fn ask(sim: &Sim, token: &str, body: Value) -> (i64, Option<i64>, Value) {
-        let (reply, errcode, code) = answer(
-            sim,
-            "/wxa/servicemarket",
-            Some(token),
-            body.to_string().as_bytes(),
-            Instant::now(),
-            1,
-        );
-        (errcode, code, serde_json::from_str(&reply).unwrap())
+        let outcome = ask_raw(sim, token, body.to_string().as_bytes(), Instant::now());
+        let (errcode, code) = codes(&outcome);
+        let Outcome::Reply { body, .. } = outcome else {
+            unreachable!()
+        };
+        (errcode, code, serde_json::from_str(&body).unwrap())
     }
 
     fn body(api: &str, data: Value) -> Value {
         json!({"service": SERVICE, "api": api, "data": data, "client_msg_id": "m"})
+    }
+
+    fn marketing(openid: &str) -> Value {
+        body(
+            "weopensecriskservice",
+            json!({"openid": openid, "serviceid": 3, "sale_risk": {}}),
+        )
     }
 
     #[test]
@@ -559,60 +819,105 @@ mod tests {
         }
         let (errcode, _, _) = ask(&sim, "not-a-token", body("weopensecriskservice", good));
         assert_eq!(errcode, 40001);
-        let (_, errcode, _) = answer(
-            &sim,
-            "/wxa/servicemarket",
-            Some(&token),
-            b"{not json",
-            Instant::now(),
-            2,
-        );
-        assert_eq!(errcode, 47001);
-        let (_, errcode, _) = answer(
-            &sim,
-            "/wxa/servicemarket",
-            Some(&token),
-            b"{}",
-            Instant::now() + Duration::from_secs(8000),
-            3,
-        );
-        assert_eq!(errcode, 42001);
+        let outcome = ask_raw(&sim, &token, b"{not json", Instant::now());
+        assert_eq!(codes(&outcome).0, 47001);
+        let later = Instant::now() + Duration::from_secs(8000);
+        assert_eq!(codes(&ask_raw(&sim, &token, b"{}", later)).0, 42001);
     }
 
     #[test]
-    fn rate_limit_answers_45011_beyond_the_window() {
-        let (mut sim, token) = sim();
+    fn rate_limit_counts_arrivals_in_a_sliding_second() {
+        let (mut sim, _) = sim();
         sim.config.rate_limit = Some(3);
         let now = Instant::now();
-        let good = body(
-            "weopensecriskservice",
-            json!({"openid": "o1", "serviceid": 3, "sale_risk": {}}),
-        )
-        .to_string();
-        let codes: Vec<i64> = (0..5)
+        let limited: Vec<bool> = (0..5)
+            .map(|_| sim.arrive("/wxa/servicemarket", now))
+            .collect();
+        assert_eq!(limited, [false, false, false, true, true]);
+        assert!(!sim.arrive("/wxa/servicemarket", now + Duration::from_millis(1001)));
+        assert_eq!(sim.stats.lock().unwrap().max_in_1s, 5);
+    }
+
+    #[test]
+    fn openid_prefixes_choose_the_answer() {
+        let (sim, token) = sim();
+        let cases = [
+            ("errcode61010_a", (61010, None)),
+            ("errcode-1_a", (-1, None)),
+            ("errcode48001_a", (48001, None)),
+            ("code2_a", (0, Some(2))),
+            ("code12_a", (0, Some(12))),
+            ("errcode_nonumber", (0, Some(0))),
+            ("ocode2_a", (0, Some(0))),
+        ];
+        for (openid, expected) in cases {
+            let (errcode, code, _) = ask(&sim, &token, marketing(openid));
+            assert_eq!((errcode, code), expected, "{openid}");
+        }
+    }
+
+    #[test]
+    fn quota_and_balance_run_out() {
+        let (sim, token) = sim_with(SimConfig {
+            daily_quota: Some(3),
+            balance: Some(2),
+            ..SimConfig::default()
+        });
+        let answers: Vec<_> = (0..4)
             .map(|i| {
-                answer(
-                    &sim,
-                    "/wxa/servicemarket",
-                    Some(&token),
-                    good.as_bytes(),
-                    now,
-                    i,
-                )
-                .1
+                let (errcode, code, _) = ask(&sim, &token, marketing(&format!("o{i}")));
+                (errcode, code)
             })
             .collect();
-        assert_eq!(codes, [0, 0, 0, 45011, 45011]);
-        let later = answer(
-            &sim,
-            "/wxa/servicemarket",
-            Some(&token),
-            good.as_bytes(),
-            now + Duration::from_millis(1001),
-            9,
-        )
-        .1;
-        assert_eq!(later, 0);
-        assert_eq!(sim.stats.lock().unwrap().max_in_1s, 5);
+        assert_eq!(
+            answers,
+            [(0, Some(0)), (0, Some(0)), (0, Some(13)), (45009, None)]
+        );
+    }
+
+    #[test]
+    fn faults_come_at_their_rates() {
+        let config = SimConfig {
+            faults: 0.1,
+            seed: 7,
+            ..SimConfig::default()
+        };
+        let rates = config.fault_rates();
+        let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut slow = 0;
+        for n in 0..100_000 {
+            let kind = match choose_fault(&rates, config.seed, n) {
+                None => "none",
+                Some(Fault::Busy) => "busy",
+                Some(Fault::InnerError(_)) => "inner",
+                Some(Fault::HttpError(_)) => "http",
+                Some(Fault::Drop) => "drop",
+                Some(Fault::Malformed) => "malformed",
+            };
+            *seen.entry(kind).or_default() += 1;
+            if draw(config.seed, n, "slow") < rates.slow {
+                slow += 1;
+            }
+        }
+        for kind in ["busy", "inner", "http", "drop", "malformed"] {
+            let count = seen[kind];
+            assert!((9_000..11_000).contains(&count), "{kind}: {count}");
+        }
+        assert!((9_000..11_000).contains(&slow), "slow: {slow}");
+    }
+
+    #[test]
+    fn expired_tokens_fail_requests_in_flight() {
+        let (sim, token) = sim_with(SimConfig {
+            expire_tokens_after: Some(1),
+            expired_token_errcode: 40014,
+            ..SimConfig::default()
+        });
+        sim.arrive("/wxa/servicemarket", Instant::now());
+        let (errcode, _, _) = ask(&sim, &token, marketing("o1"));
+        assert_eq!(errcode, 40014);
+        let fresh = sim.tokens.lock().unwrap().stable(Instant::now(), false).0;
+        assert_ne!(fresh, token);
+        assert_eq!(ask(&sim, &fresh, marketing("o1")).0, 0);
     }
 }

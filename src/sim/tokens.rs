@@ -10,6 +10,8 @@ struct Issued {
     expires: Instant,
     /// Set when a newer token replaced this one.
     replaced_at: Option<Instant>,
+    /// Invalidated at once (`expire_tokens_after`).
+    revoked: bool,
 }
 
 /// Why a token is not accepted.
@@ -19,7 +21,14 @@ pub enum Rejection {
     Invalid,
     /// 42001: expired.
     Expired,
+    /// Invalidated by the `expire_tokens_after` fault.
+    Revoked,
 }
+
+/// `force_refresh` is honoured at most this many times a day...
+const FORCED_PER_DAY: u32 = 20;
+/// ...and not again within this long of the previous one.
+const FORCED_SPACING: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 pub struct TokenBook {
@@ -30,6 +39,8 @@ pub struct TokenBook {
     stable: Option<String>,
     plain: Option<String>,
     counter: u64,
+    forced: u32,
+    last_forced: Option<Instant>,
 }
 
 impl TokenBook {
@@ -41,6 +52,8 @@ impl TokenBook {
             stable: None,
             plain: None,
             counter: 0,
+            forced: 0,
+            last_forced: None,
         }
     }
 
@@ -50,10 +63,11 @@ impl TokenBook {
         {
             token.replaced_at = Some(now);
         }
-        // Forget tokens nobody can use any more.
         let grace = self.grace;
-        self.issued
-            .retain(|t| t.expires > now && t.replaced_at.is_none_or(|at| now < at + grace));
+        // Forget tokens nobody can use any more (a revoked one keeps its own answer).
+        self.issued.retain(|t| {
+            t.expires > now && (t.revoked || t.replaced_at.is_none_or(|at| now < at + grace))
+        });
         self.counter += 1;
         let value = format!(
             "{:016x}{kind}SIM{:08}_{:016x}",
@@ -65,6 +79,7 @@ impl TokenBook {
             value: value.clone(),
             expires: now + self.ttl,
             replaced_at: None,
+            revoked: false,
         });
         value
     }
@@ -77,10 +92,23 @@ impl TokenBook {
         (value, self.ttl.as_secs())
     }
 
-    /// `/cgi-bin/stable_token`: the same token while valid, a new one if forced.
+    /// `/cgi-bin/stable_token`: the same token while valid, a new one if forced
+    /// (at most 20 forced refreshes a day, none within 30 s of the last).
     pub fn stable(&mut self, now: Instant, force: bool) -> (String, u64) {
+        let force = force
+            && self.forced < FORCED_PER_DAY
+            && self
+                .last_forced
+                .is_none_or(|at| now.duration_since(at) >= FORCED_SPACING);
+        if force {
+            self.forced += 1;
+            self.last_forced = Some(now);
+        }
         if let Some(current) = &self.stable
-            && let Some(token) = self.issued.iter().find(|t| &t.value == current)
+            && let Some(token) = self
+                .issued
+                .iter()
+                .find(|t| &t.value == current && !t.revoked)
         {
             let remaining = token.expires.saturating_duration_since(now);
             if !force && remaining >= Duration::from_secs(300).min(self.ttl / 2) {
@@ -93,11 +121,21 @@ impl TokenBook {
         (value, self.ttl.as_secs())
     }
 
+    /// Invalidates every token issued so far; the token endpoints then issue new ones.
+    pub fn revoke_all(&mut self) {
+        for token in &mut self.issued {
+            token.revoked = true;
+        }
+    }
+
     /// Checks a token presented with a risk call.
     pub fn check(&self, value: &str, now: Instant) -> Result<(), Rejection> {
         let Some(token) = self.issued.iter().find(|t| t.value == value) else {
             return Err(Rejection::Invalid);
         };
+        if token.revoked {
+            return Err(Rejection::Revoked);
+        }
         if now >= token.expires {
             return Err(Rejection::Expired);
         }
@@ -146,5 +184,21 @@ mod tests {
         let (b, _) = book.stable(t0, true);
         assert_ne!(a, b);
         assert_eq!(book.stable(t0, false).0, b);
+        // Within 30 s of the last forced refresh, force_refresh changes nothing.
+        assert_eq!(book.stable(t0 + Duration::from_secs(10), true).0, b);
+        let (c, _) = book.stable(t0 + Duration::from_secs(31), true);
+        assert_ne!(b, c);
+    }
+
+    #[test]
+    fn revoked_tokens_are_rejected_and_replaced() {
+        let mut book = TokenBook::new(Duration::from_secs(7200), Duration::from_secs(300));
+        let t0 = Instant::now();
+        let (a, _) = book.stable(t0, false);
+        book.revoke_all();
+        assert_eq!(book.check(&a, t0), Err(Rejection::Revoked));
+        let (b, _) = book.stable(t0, false);
+        assert_ne!(a, b);
+        assert_eq!(book.check(&b, t0), Ok(()));
     }
 }

@@ -122,6 +122,9 @@ impl RiskClient {
                 Err(TokenError::Transient(message)) => failed_answer(None, message),
                 Ok(token) => {
                     self.pacer.ready().await;
+                    if attempts == 0 && self.stopping.load(Ordering::Relaxed) {
+                        return self.end(CallEnd::NotSent, 0);
+                    }
                     attempts += 1;
                     let message_id = format!(
                         "riskbatch-{}-{row}-{}",
@@ -139,10 +142,15 @@ impl RiskClient {
                                 Verdict::Unknown => {
                                     return self.end(CallEnd::Failed(answer), attempts);
                                 }
+                                // Stop the other calls from sending at once, before
+                                // the runner hears of it: every request sent now
+                                // would get the same answer.
                                 Verdict::Pause(reason) => {
+                                    self.stopping.store(true, Ordering::Relaxed);
                                     return self.end(CallEnd::Pause(reason, answer), attempts);
                                 }
                                 Verdict::Fatal(message) => {
+                                    self.stopping.store(true, Ordering::Relaxed);
                                     return self.end(CallEnd::Fatal(message), attempts);
                                 }
                                 Verdict::Token if token_retries < TOKEN_RETRIES => {

@@ -4,6 +4,7 @@
 pub mod classify;
 pub mod client;
 pub mod token;
+pub mod token_cache;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

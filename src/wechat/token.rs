@@ -3,7 +3,9 @@
 //! A token is refreshed only when it is about to expire or when WeChat rejects
 //! it, and a rejection refreshes only if the rejected token is still the
 //! current one (compare by generation), so 64 requests failing together with
-//! the same stale token cause one refresh, not 64.
+//! the same stale token cause one refresh, not 64. With a [`TokenCache`] the
+//! token is shared with other processes through the state folder, and a
+//! refresh first looks whether another process has already replaced it.
 
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::token_cache::{CachedToken, TokenCache};
+use crate::clock::now_ms;
 use crate::job::TokenSource;
 use crate::redact::redact;
 
@@ -51,6 +55,10 @@ pub struct TokenProvider {
     refresh_lock: tokio::sync::Mutex<()>,
     generation: AtomicU64,
     fetches: AtomicU64,
+    cache: Option<TokenCache>,
+    /// A stable token that was rejected and handed back unchanged: if it is
+    /// rejected again, force_refresh.
+    suspect: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Deserialize)]
@@ -81,7 +89,15 @@ impl TokenProvider {
             refresh_lock: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
+            cache: None,
+            suspect: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Shares the token with other processes through `cache`.
+    pub fn with_cache(mut self, cache: TokenCache) -> TokenProvider {
+        self.cache = Some(cache);
+        self
     }
 
     /// How many times this process asked for a token.
@@ -121,28 +137,76 @@ impl TokenProvider {
                 return Ok(token);
             }
         }
+        let _other_processes_wait = match &self.cache {
+            Some(cache) => Some(self.lock_cache(cache).await?),
+            None => None,
+        };
+        if let Some(stored) = self.cache.as_ref().and_then(TokenCache::read) {
+            let fresh = now_ms() < stored.refresh_at_ms;
+            let not_rejected = rejected.is_none_or(|r| r.value != stored.access_token);
+            if fresh && not_rejected {
+                let left = Duration::from_millis((stored.refresh_at_ms - now_ms()).max(0) as u64);
+                return Ok(self.install(stored.access_token, Instant::now() + left));
+            }
+        }
         let (mut value, mut lifetime) = self.fetch(false).await?;
         if let Some(rejected) = rejected
             && rejected.value == value
             && self.source == TokenSource::Stable
         {
-            // stable_token hands back the token WeChat just rejected: only now is
-            // force_refresh warranted (it is limited to a few a day).
-            tracing::warn!(
-                "the stable token was rejected although it should be valid; forcing a refresh"
-            );
-            (value, lifetime) = self.fetch(true).await?;
+            let force = {
+                let mut suspect = self.suspect.lock().unwrap_or_else(|e| e.into_inner());
+                let again = suspect.as_deref() == Some(value.as_str());
+                *suspect = if again { None } else { Some(value.clone()) };
+                again
+            };
+            if force {
+                // stable_token keeps handing back a token WeChat keeps rejecting:
+                // only now is force_refresh warranted (it is limited to 20 a day).
+                tracing::warn!(
+                    "the stable token was rejected twice although it should be valid; forcing a refresh"
+                );
+                (value, lifetime) = self.fetch(true).await?;
+            }
         }
+        let margin = REFRESH_MARGIN.min(lifetime / 2);
+        let until_refresh = lifetime.saturating_sub(margin).max(Duration::from_secs(1));
+        let token = self.install(value, Instant::now() + until_refresh);
+        if let Some(cache) = &self.cache {
+            let now = now_ms();
+            let stored = CachedToken {
+                access_token: token.value.clone(),
+                refresh_at_ms: now + until_refresh.as_millis() as i64,
+                expires_at_ms: now + lifetime.as_millis() as i64,
+            };
+            if let Err(err) = cache.write(&stored) {
+                tracing::warn!("could not share the access token with other processes: {err:#}");
+            }
+        }
+        Ok(token)
+    }
+
+    /// Makes `value` the token in use, with a new generation.
+    fn install(&self, value: String, refresh_at: Instant) -> Token {
         let token = Token {
             value,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
-            refresh_at: Instant::now()
-                + lifetime
-                    .saturating_sub(REFRESH_MARGIN)
-                    .max(Duration::from_secs(1)),
+            refresh_at,
         };
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
-        Ok(token)
+        token
+    }
+
+    async fn lock_cache(
+        &self,
+        cache: &TokenCache,
+    ) -> Result<super::token_cache::RefreshLock, TokenError> {
+        let cache = cache.clone();
+        let path = cache.path().display().to_string();
+        tokio::task::spawn_blocking(move || cache.lock())
+            .await
+            .map_err(|err| TokenError::Fatal(format!("locking {path}: {err}")))?
+            .map_err(|err| TokenError::Fatal(format!("{err:#}")))
     }
 
     /// Asks for a token, retrying busy answers; returns the token and its lifetime.

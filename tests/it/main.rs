@@ -2,4 +2,5 @@
 
 mod commands;
 mod end_to_end;
+mod faults;
 mod harness;
