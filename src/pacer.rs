@@ -4,7 +4,10 @@
 //! The limiter is governor's GCRA. GCRA with a burst of `b` cells lets `r + b - 1`
 //! cells through in a 1 s window, so the cell rate is lowered by `b - 1` to keep
 //! the promise exactly; a burst of about 5 ms worth keeps throughput high even
-//! though tokio's timer only wakes waiters every millisecond.
+//! though tokio's timer only wakes waiters every millisecond. A request leaves
+//! the pacer a little before it reaches WeChat, and not always equally soon
+//! (the soak test measured 7 requests too many in a 1 s window at 3000/s), so
+//! 2 % of the rate — 20 ms of such jitter — is kept in reserve.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -31,7 +34,8 @@ struct PacerState {
 
 fn limiter(rate: u32, clock: &DefaultClock) -> Arc<DefaultDirectRateLimiter> {
     let burst = (rate / 200).max(1);
-    let cells_per_second = rate - (burst - 1);
+    let reserve = rate / 50;
+    let cells_per_second = (rate - (burst - 1) - reserve).max(1);
     let period = Duration::from_secs_f64(1.0 / f64::from(cells_per_second));
     let quota = Quota::with_period(period)
         .expect("a positive rate gives a positive period")
@@ -145,7 +149,7 @@ mod tests {
             let passed = first_second(rate);
             assert!(passed <= rate, "rate {rate}: {passed} passed");
             assert!(
-                f64::from(passed) >= f64::from(rate) * 0.99 - 1.0,
+                f64::from(passed) >= f64::from(rate) * 0.98 - 1.0,
                 "rate {rate}: only {passed}"
             );
         }

@@ -93,7 +93,11 @@ fn choose_fault(rates: &FaultRates, seed: u64, n: u64) -> Option<Fault> {
         const CODES: [i64; 6] = [4, 5, 6, 7, 8, 10];
         Some(Fault::InnerError(CODES[(n % 6) as usize]))
     } else if pick(&mut edge, rates.http_error) {
-        Some(Fault::HttpError(if n.is_multiple_of(2) { 502 } else { 503 }))
+        Some(Fault::HttpError(if n.is_multiple_of(2) {
+            502
+        } else {
+            503
+        }))
     } else if pick(&mut edge, rates.drop) {
         Some(Fault::Drop)
     } else if pick(&mut edge, rates.malformed) {
@@ -348,7 +352,9 @@ async fn servicemarket(
     let n = sim.counter.fetch_add(1, Ordering::Relaxed);
     let limited = sim.arrive(uri.path(), arrived);
     let mut delay = sim.config.latency + spread(sim.config.latency_spread, sim.config.seed, n);
-    if !limited && draw(sim.config.seed, n, "slow") < sim.rates.slow {
+    // One fault at most per request, so that every fault costs exactly one retry.
+    let slow = !limited && draw(sim.config.seed, n, "slow") < sim.rates.slow;
+    if slow {
         sim.count_fault("slow");
         delay += sim.config.slow_delay;
     }
@@ -363,7 +369,11 @@ async fn servicemarket(
     let outcome = if limited {
         outcome_error(45011, "api minute-quota reach limit")
     } else {
-        let fault = choose_fault(&sim.rates, sim.config.seed, n);
+        let fault = if slow {
+            None
+        } else {
+            choose_fault(&sim.rates, sim.config.seed, n)
+        };
         answer(
             &sim,
             q.access_token.as_deref(),

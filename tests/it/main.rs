@@ -4,3 +4,4 @@ mod commands;
 mod end_to_end;
 mod faults;
 mod harness;
+mod soak;
