@@ -4,7 +4,7 @@
 #   2. rows/s with 50 ms latency at concurrency 64, against the ideal 64/0.05 = 1280/s
 #   3. a second invocation of the completed 1M-row run (no call expected)
 #   4. peak memory (max RSS) on 1M and 10M-row inputs (10M only with --big)
-# Usage: bench/run.sh [--big]     Figures go to stdout; work files to target/bench.
+# Usage: bench/run.sh [--big | --latency-only]   Figures go to stdout; work files to target/bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 big=${1:-}
@@ -81,6 +81,7 @@ PY
 
 echo "# riskbatch benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
 
+if [ "$big" != "--latency-only" ]; then
 start_sim
 measure "no latency, concurrency 64" "$(job fast "$(input 1000000)" 64)"
 started=$(date +%s.%N)
@@ -88,6 +89,7 @@ started=$(date +%s.%N)
 ended=$(date +%s.%N)
 python3 -c "import sys; print(f'second run of the completed 1M-row run: {float(sys.argv[2])-float(sys.argv[1]):.2f}s, peak RSS {int(sys.argv[3])/1024:.0f} MiB')" "$started" "$ended" "$(cat "$work/rss")"
 stop_sim
+fi
 
 start_sim --latency 50ms
 measure "50 ms latency, concurrency 64 (ideal 1280 rows/s)" "$(job slow "$(input 50000)" 64)"

@@ -4,9 +4,15 @@
 //! coordinator (the only owner of the checkpoint store) decides each row —
 //! locally when it can (bad input, lists, duplicates, cache), otherwise by
 //! handing a call to the async side — and records every outcome as it
-//! arrives, committing in batches a few times a second. The async side only
-//! runs calls: at most `concurrency` at a time (the coordinator counts them)
+//! arrives. The async side only runs calls: at most `concurrency` at a time
 //! and never faster than the pacer allows.
+//!
+//! A call's concurrency slot is given back only once its outcome is
+//! committed, so requests sent but not yet on disk never number more than
+//! `concurrency`: that is all a `kill -9` can cost. Such commits come after
+//! every batch of finished calls and do not wait for the disk; a
+//! [`Syncer`](crate::store::Syncer) fsyncs them every 200 ms, which bounds
+//! what a power loss costs.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,11 +31,11 @@ use crate::store::{RunRecord, Store};
 use crate::wechat::client::{CallEnd, CallResult, RiskClient};
 use crate::wechat::{RequestKey, RiskRequest};
 
-/// Commit at least this often while rows are finishing.
+/// Commit at least this often while rows are decided locally.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// ... or after this many writes, whichever comes first.
 const COMMIT_ROWS: usize = 20_000;
-/// How long the runner sleeps when no call has finished.
+/// How long the runner waits for a call to finish before looking at its other duties.
 const POLL_TICK: Duration = Duration::from_micros(500);
 /// Rows decided locally before the loop looks at commits, progress and stop flags.
 const LOCAL_BATCH: usize = 4096;
@@ -95,6 +101,8 @@ struct CallOrder {
 struct Finished {
     order: CallOrder,
     result: CallResult,
+    /// The call's concurrency slot, held until its outcome is committed.
+    slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// A row waiting for an identical request in flight.
@@ -143,6 +151,8 @@ pub struct Runner<'a> {
 
     writes: usize,
     last_commit: Instant,
+    /// Slots of finished calls whose outcomes are not committed yet.
+    held_slots: Vec<tokio::sync::OwnedSemaphorePermit>,
     rows_decided: u64,
     calls_sent: u64,
     calls_unsaved: u64,
@@ -184,6 +194,7 @@ impl<'a> Runner<'a> {
             stop: None,
             writes: 0,
             last_commit: Instant::now(),
+            held_slots: Vec::new(),
             rows_decided: 0,
             calls_sent: 0,
             calls_unsaved: 0,
@@ -204,6 +215,7 @@ impl<'a> Runner<'a> {
             rate: self.job.throttle.rate,
         };
         let mut progress = Progress::new(progress_mode, self.figures.total, self.figures.done);
+        let syncer = self.store.syncer()?;
         let reader = self.start_reader(done_chunks)?;
 
         let (call_tx, call_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<CallOrder>>();
@@ -217,7 +229,8 @@ impl<'a> Runner<'a> {
         drop(call_tx);
         self.calls.client.stopping.store(true, Ordering::Relaxed);
         dispatcher.abort();
-        let saved = self.save();
+        drop(syncer);
+        let saved = self.save().and_then(|()| self.store.sync());
         progress.finish();
         drop(self.chunks.take());
         let _ = reader.join();
@@ -306,9 +319,8 @@ impl<'a> Runner<'a> {
                 }
             }
             if self.in_flight > 0 {
-                // Polling on a short tick instead of blocking on the channel
-                // lets completions pile up and be handled in batches: one
-                // wake-up per tick rather than two thread switches per call.
+                // Take every completion that has piled up, so that a busy run
+                // handles them (and commits) in batches.
                 let mut got = 0;
                 loop {
                     match self.done_rx.try_recv() {
@@ -323,11 +335,20 @@ impl<'a> Runner<'a> {
                     }
                 }
                 if got == 0 {
-                    std::thread::sleep(POLL_TICK);
+                    // Nothing yet: wake at the first completion, since every
+                    // moment a finished call waits here its slot stays taken.
+                    match self.done_rx.recv_timeout(POLL_TICK) {
+                        Ok(finished) => self.finish(finished)?,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            bail!("the call side stopped unexpectedly")
+                        }
+                    }
                 }
             }
             if self.writes >= COMMIT_ROWS
                 || (self.writes > 0 && self.last_commit.elapsed() >= COMMIT_EVERY)
+                || !self.held_slots.is_empty()
             {
                 self.save()?;
             }
@@ -485,7 +506,12 @@ impl<'a> Runner<'a> {
     }
 
     fn finish(&mut self, finished: Finished) -> Result<()> {
-        let Finished { order, result } = finished;
+        let Finished {
+            order,
+            result,
+            slot,
+        } = finished;
+        self.held_slots.push(slot);
         self.in_flight -= 1;
         let attempts = result.attempts;
         self.calls_sent += u64::from(attempts);
@@ -578,6 +604,7 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// Commits the outcomes so far and gives back the slots they held.
     fn save(&mut self) -> Result<()> {
         if self.calls_unsaved > 0 || self.writes > 0 {
             self.store.add_calls(
@@ -592,6 +619,7 @@ impl<'a> Runner<'a> {
         self.retries_unsaved = 0;
         self.writes = 0;
         self.last_commit = Instant::now();
+        self.held_slots.clear();
         Ok(())
     }
 }
@@ -624,8 +652,11 @@ async fn dispatch(
                 let result = client
                     .call(order.row, &order.request, order.earlier_attempts)
                     .await;
-                drop(slot);
-                let _ = done.send(Finished { order, result });
+                let _ = done.send(Finished {
+                    order,
+                    result,
+                    slot,
+                });
             });
         }
     }

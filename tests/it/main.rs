@@ -4,4 +4,5 @@ mod commands;
 mod end_to_end;
 mod faults;
 mod harness;
+mod resume;
 mod soak;

@@ -1,0 +1,268 @@
+//! Resume you can bet a campaign on: kill -9 at random moments, an input
+//! changed in place, and `--deadline`.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+const JOB: &str = r#"name = "resume"
+[input]
+path = "../data/p.csv"
+[input.columns]
+openid = "openid"
+phonenum = "phone"
+clientip = "client_ip"
+deviceid = "device_id"
+[output]
+dir = "../out"
+[throttle]
+chunk_size = 100
+rate = 2000
+concurrency = 8
+max_retries = 8
+"#;
+
+fn job(sim: &Sim) -> String {
+    format!("{JOB}[api]\nbase_url = \"{}\"\n", sim.url)
+}
+
+/// Columns that legitimately differ between two runs of the same input.
+const VARYING: [&str; 2] = ["risk_checked_at", "risk_request_id"];
+
+/// results.csv without the columns that differ from run to run.
+fn comparable_rows(ws: &Workspace) -> (Vec<String>, Vec<Vec<String>>) {
+    let (header, rows) = read_csv(&ws.path("out/results.csv"));
+    let keep: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !VARYING.contains(&h.as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let pick = |row: &Vec<String>| keep.iter().map(|&i| row[i].clone()).collect::<Vec<_>>();
+    (pick(&header), rows.iter().map(pick).collect())
+}
+
+#[test]
+fn kill_9_at_random_moments_then_finish_equals_a_clean_run() {
+    const ROWS: u64 = 2500;
+    const CONCURRENCY: u64 = 8;
+    let seed = fastrand::u64(..);
+    eprintln!("torture seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let sim_args = ["--latency", "10ms", "--latency-spread", "20ms"];
+
+    // The reference: one uninterrupted run.
+    let clean_sim = Sim::start(&sim_args);
+    let clean = Workspace::new();
+    clean.participants("data/p.csv", ROWS, 44);
+    clean.write("jobs/resume.toml", job(&clean_sim));
+    assert_exit(
+        &clean.run(&["run", "jobs/resume.toml", "--progress", "never"]),
+        0,
+    );
+
+    let sim = Sim::start(&sim_args);
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", ROWS, 44);
+    ws.write("jobs/resume.toml", job(&sim));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut kills = 0u64;
+    while kills < 6 {
+        let sent_before = sim.stats().risk_requests;
+        let mut child = ws
+            .command(&["run", "jobs/resume.toml", "--progress", "never"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill only once it is sending, at a random moment after that.
+        while sim.stats().risk_requests == sent_before {
+            assert!(Instant::now() < deadline, "the run never started sending");
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rng.u64(0..400)));
+        if child.try_wait().unwrap().is_some() {
+            panic!("the run finished before kill {}: use more rows", kills + 1);
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        assert!(
+            !ws.path("out/results.csv").exists() && !ws.path("out/results.parquet").exists(),
+            "outputs appear only when complete"
+        );
+    }
+    let finish = ws.run(&["run", "jobs/resume.toml", "--progress", "never"]);
+    assert_exit(&finish, 0);
+
+    let (header, rows) = comparable_rows(&ws);
+    let (clean_header, clean_rows) = comparable_rows(&clean);
+    assert_eq!(header, clean_header);
+    assert_eq!(rows.len(), clean_rows.len(), "no row lost or duplicated");
+    let attempts = header.iter().position(|h| h == "risk_attempts").unwrap();
+    for (i, (row, expected)) in rows.iter().zip(&clean_rows).enumerate() {
+        let strip = |r: &Vec<String>| {
+            let mut r = r.clone();
+            r.remove(attempts);
+            r
+        };
+        assert_eq!(strip(row), strip(expected), "row {}", i + 1);
+    }
+    // The Parquet file holds the same rows.
+    let (_, batches) = read_parquet(&ws.path("out/results.parquet"));
+    assert_eq!(
+        batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+        ROWS as usize
+    );
+
+    let stats = sim.stats();
+    let resent = stats.risk_requests - stats.distinct_requests;
+    eprintln!(
+        "torture: {kills} kills, {} requests for {} distinct: {resent} re-sent ({:.1} per kill, bound {})",
+        stats.risk_requests,
+        stats.distinct_requests,
+        resent as f64 / kills as f64,
+        CONCURRENCY * kills
+    );
+    assert!(
+        resent <= CONCURRENCY * kills,
+        "re-sent {resent} requests over {kills} kills; at most {CONCURRENCY} in flight each"
+    );
+    let summary = summary(&ws.path("out/summary.json"));
+    assert_eq!(summary["state"], "complete");
+    assert_eq!(summary["rows"]["done"], ROWS);
+}
+
+#[test]
+fn an_input_changed_in_place_starts_a_new_run() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    let input = ws.participants("data/p.csv", 500, 9);
+    ws.write("jobs/resume.toml", job(&sim));
+    let first = ws.run(&[
+        "run",
+        "jobs/resume.toml",
+        "--max-chunks",
+        "1",
+        "--progress",
+        "never",
+    ]);
+    assert_exit(&first, 75);
+    let first_run = summary(&ws.path("out/summary.json"))["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The export is regenerated at the same path: the first 100 rows (the
+    // chunk already done) now hold other participants.
+    let text = std::fs::read_to_string(&input).unwrap();
+    let changed: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            if (1..=100).contains(&i) {
+                format!("changed{i}{line}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&input, changed).unwrap();
+
+    let second = ws.run(&["run", "jobs/resume.toml", "--progress", "never"]);
+    assert_exit(&second, 0);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("new run")
+            && stderr.contains("is unfinished")
+            && stderr.contains(&first_run),
+        "the new run says the earlier one is unfinished: {}",
+        show(&second)
+    );
+    let done = summary(&ws.path("out/summary.json"));
+    assert_ne!(done["run_id"], first_run.as_str());
+    assert_eq!(done["rows"]["done"], 500);
+
+    let (header, rows) = read_csv(&ws.path("out/results.csv"));
+    let at = columns(&header);
+    let per_openid = sim.stats().per_openid.unwrap();
+    let mut sources: HashMap<String, u32> = HashMap::new();
+    for (i, row) in rows.iter().enumerate().take(100) {
+        let openid = &row[at["openid"]];
+        if openid.is_empty() {
+            continue;
+        }
+        assert!(openid.starts_with("changed"), "row {}: {row:?}", i + 1);
+        assert_eq!(row[at["risk_status"]], "ok");
+        *sources.entry(row[at["risk_source"]].clone()).or_default() += 1;
+        assert!(
+            per_openid.contains_key(openid.as_str()) || row[at["risk_source"]] == "duplicate",
+            "row {} was answered from the old checkpoint: {row:?}",
+            i + 1
+        );
+    }
+    assert!(sources.get("api").copied().unwrap_or(0) > 90, "{sources:?}");
+    // Rows 101-500 are unchanged; only repeats of a participant the first run
+    // checked (the generator plants 1 % duplicates) may come from the cache.
+    let first_chunk: std::collections::HashSet<&str> = text
+        .lines()
+        .skip(1)
+        .take(100)
+        .filter_map(|line| line.split(',').next())
+        .collect();
+    for row in &rows[100..] {
+        if row[at["risk_source"]] == "cache" {
+            assert!(first_chunk.contains(row[at["openid"]].as_str()), "{row:?}");
+        }
+    }
+
+    let status = ws.run(&["status", "jobs/resume.toml"]);
+    assert_exit(&status, 0);
+}
+
+#[test]
+fn deadline_stops_dispatching_and_repeated_invocations_finish() {
+    let sim = Sim::start(&["--latency", "20ms"]);
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", 600, 10);
+    ws.write(
+        "jobs/resume.toml",
+        job(&sim).replace("rate = 2000", "rate = 200"),
+    );
+    let mut invocations = 0;
+    loop {
+        invocations += 1;
+        assert!(invocations <= 10, "the job never finished");
+        let started = Instant::now();
+        let output = ws.run(&[
+            "run",
+            "jobs/resume.toml",
+            "--deadline",
+            "1s",
+            "--progress",
+            "never",
+        ]);
+        let took = started.elapsed();
+        match output.status.code() {
+            Some(0) => break,
+            Some(75) => {
+                let paused = summary(&ws.path("out/summary.json"));
+                assert_eq!(paused["pause_reason"], "deadline", "{}", show(&output));
+                assert!(took < Duration::from_secs(5), "took {took:?}");
+            }
+            _ => panic!("{}", show(&output)),
+        }
+    }
+    assert!(
+        invocations >= 3,
+        "600 rows at 200/s need several 1 s invocations"
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.max_sends_per_request, 1, "{stats:?}");
+    assert_eq!(summary(&ws.path("out/summary.json"))["rows"]["done"], 600);
+}
