@@ -723,3 +723,22 @@ fn consecutive_and_parallel_jobs_share_one_cached_token() {
         assert_nowhere(&case.ws, &[&first, &other, &again], "test-secret");
     }
 }
+
+#[test]
+fn force_refresh_only_when_the_same_stable_token_is_rejected_twice() {
+    // This openid is always answered 40001: the first rejection gets the same
+    // token back from stable_token and tries it again; the second forces a refresh.
+    let openid = "errcode40001_x";
+    let case = Case::with(&[], &[openid]);
+    assert_exit(&case.run(), 75);
+    let stats = case.stats();
+    assert_eq!(
+        stats.token_fetches.get("stable_token_forced"),
+        Some(&1),
+        "{:?}",
+        stats.token_fetches
+    );
+    let rows = case.rows();
+    assert_eq!(rows[openid].status, "failed");
+    assert_other_rows_ok(&rows, &[openid]);
+}

@@ -246,8 +246,18 @@ fn deadline_stops_dispatching_and_repeated_invocations_finish() {
             "1s",
             "--progress",
             "never",
+            "--log-format",
+            "json",
         ]);
         let took = started.elapsed();
+        for line in String::from_utf8_lossy(&output.stderr).lines() {
+            let parsed: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+            assert!(
+                parsed["level"].is_string() && parsed["message"].is_string(),
+                "{line}"
+            );
+        }
         match output.status.code() {
             Some(0) => break,
             Some(75) => {
@@ -265,4 +275,46 @@ fn deadline_stops_dispatching_and_repeated_invocations_finish() {
     let stats = sim.stats();
     assert_eq!(stats.max_sends_per_request, 1, "{stats:?}");
     assert_eq!(summary(&ws.path("out/summary.json"))["rows"]["done"], 600);
+}
+
+#[test]
+fn a_second_signal_exits_at_once_and_the_run_still_resumes() {
+    let sim = Sim::start(&["--latency", "3s"]);
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", 40, 12);
+    ws.write("jobs/resume.toml", job(&sim));
+    let mut child = ws
+        .command(&["run", "jobs/resume.toml", "--progress", "never"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while sim.stats().risk_requests < 8 {
+        assert!(started.elapsed() < Duration::from_secs(20), "never sent");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([name, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    signal("-INT");
+    std::thread::sleep(Duration::from_millis(200));
+    let interrupted = Instant::now();
+    signal("-INT");
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(75));
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(2),
+        "the second signal did not wait for the 3 s calls in flight"
+    );
+    assert_exit(
+        &ws.run(&["run", "jobs/resume.toml", "--progress", "never"]),
+        0,
+    );
+    let done = summary(&ws.path("out/summary.json"));
+    assert_eq!(done["rows"]["done"], 40);
 }
