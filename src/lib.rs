@@ -17,6 +17,7 @@ pub mod exit;
 pub mod generator;
 pub mod input;
 pub mod job;
+pub mod journal;
 mod lock;
 pub mod outcome;
 pub mod output;

@@ -7,12 +7,11 @@
 //! arrives. The async side only runs calls: at most `concurrency` at a time
 //! and never faster than the pacer allows.
 //!
-//! A call's concurrency slot is given back only once its outcome is
-//! committed, so requests sent but not yet on disk never number more than
-//! `concurrency`: that is all a `kill -9` can cost. Such commits come after
-//! every batch of finished calls and do not wait for the disk; a
-//! [`Syncer`](crate::store::Syncer) fsyncs them every 200 ms, which bounds
-//! what a power loss costs.
+//! A call's concurrency slot is given back only once its outcome is in the
+//! [`Journal`], so requests sent but not yet on disk never number more than
+//! `concurrency`: that is all a `kill -9` can cost. The store is committed in
+//! batches (every 200 ms) and a [`Syncer`](crate::store::Syncer) fsyncs it
+//! every 200 ms, which bounds what a power loss costs.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,13 +24,14 @@ use anyhow::{Context, Result, bail};
 use crate::clock::now_ms;
 use crate::input::{InputChunk, InputFile};
 use crate::job::Job;
+use crate::journal::{CallRecord, Journal, Sealed};
 use crate::outcome::{Answer, PauseReason, RiskSource, RowOutcome, RowStatus};
 use crate::progress::{Figures, Progress, ProgressMode};
 use crate::store::{RunRecord, Store};
 use crate::wechat::client::{CallEnd, CallResult, RiskClient};
 use crate::wechat::{RequestKey, RiskRequest};
 
-/// Commit at least this often while rows are decided locally.
+/// Commit at least this often.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// ... or after this many writes, whichever comes first.
 const COMMIT_ROWS: usize = 20_000;
@@ -101,8 +101,10 @@ struct CallOrder {
 struct Finished {
     order: CallOrder,
     result: CallResult,
-    /// The call's concurrency slot, held until its outcome is committed.
-    slot: tokio::sync::OwnedSemaphorePermit,
+    /// What the call recorded: `None` when it sent nothing.
+    record: Option<CallRecord>,
+    /// The journal generation the record went to, or why it could not be written.
+    journaled: Result<Option<u64>, String>,
 }
 
 /// A row waiting for an identical request in flight.
@@ -151,8 +153,11 @@ pub struct Runner<'a> {
 
     writes: usize,
     last_commit: Instant,
-    /// Slots of finished calls whose outcomes are not committed yet.
-    held_slots: Vec<tokio::sync::OwnedSemaphorePermit>,
+    journal: Option<Arc<Journal>>,
+    /// Journal generations closed to new records, removed once all are committed.
+    sealed: Vec<Sealed>,
+    /// Records received from each journal generation.
+    received: HashMap<u64, u64>,
     rows_decided: u64,
     calls_sent: u64,
     calls_unsaved: u64,
@@ -194,7 +199,9 @@ impl<'a> Runner<'a> {
             stop: None,
             writes: 0,
             last_commit: Instant::now(),
-            held_slots: Vec::new(),
+            journal: None,
+            sealed: Vec::new(),
+            received: HashMap::new(),
             rows_decided: 0,
             calls_sent: 0,
             calls_unsaved: 0,
@@ -216,12 +223,15 @@ impl<'a> Runner<'a> {
         };
         let mut progress = Progress::new(progress_mode, self.figures.total, self.figures.done);
         let syncer = self.store.syncer()?;
+        let journal = Arc::new(Journal::create(&self.job.state_dir, self.run.id)?);
+        self.journal = Some(journal.clone());
         let reader = self.start_reader(done_chunks)?;
 
         let (call_tx, call_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<CallOrder>>();
         let dispatcher = self.calls.runtime.spawn(dispatch(
             call_rx,
             self.calls.client.clone(),
+            journal.clone(),
             self.done_tx.clone(),
             self.job.throttle.concurrency as usize,
         ));
@@ -230,7 +240,13 @@ impl<'a> Runner<'a> {
         self.calls.client.stopping.store(true, Ordering::Relaxed);
         dispatcher.abort();
         drop(syncer);
-        let saved = self.save().and_then(|()| self.store.sync());
+        let saved =
+            self.save()
+                .and_then(|()| self.store.sync())
+                .and_then(|()| match self.in_flight {
+                    0 => journal.close(),
+                    _ => Ok(()),
+                });
         progress.finish();
         drop(self.chunks.take());
         let _ = reader.join();
@@ -348,7 +364,6 @@ impl<'a> Runner<'a> {
             }
             if self.writes >= COMMIT_ROWS
                 || (self.writes > 0 && self.last_commit.elapsed() >= COMMIT_EVERY)
-                || !self.held_slots.is_empty()
             {
                 self.save()?;
             }
@@ -509,29 +524,44 @@ impl<'a> Runner<'a> {
         let Finished {
             order,
             result,
-            slot,
+            record,
+            journaled,
         } = finished;
-        self.held_slots.push(slot);
         self.in_flight -= 1;
+        match journaled {
+            Ok(Some(generation)) => *self.received.entry(generation).or_default() += 1,
+            Ok(None) => {}
+            Err(message) => {
+                if !matches!(self.stop, Some(RunEnd::Failed(_))) {
+                    self.stop = Some(RunEnd::Failed(format!(
+                        "could not record a finished call in the outcome journal: {message}"
+                    )));
+                }
+            }
+        }
         let attempts = result.attempts;
         self.calls_sent += u64::from(attempts);
         self.calls_unsaved += u64::from(attempts);
         self.retries_unsaved += u64::from(attempts.saturating_sub(1));
-        let total_attempts = order.earlier_attempts + attempts;
         let waiters = self.waiting.remove(&order.key).unwrap_or_default();
+        let Some(record) = record else {
+            // Queued when the run stopped: the row stays pending, and so do its duplicates.
+            return Ok(());
+        };
+        let CallRecord { outcome, key, .. } = record;
+        let answer = outcome.answer.clone();
+        self.record(
+            outcome.row,
+            order.chunk,
+            outcome.answer,
+            outcome.source,
+            outcome.attempts,
+        )?;
         match result.end {
-            CallEnd::NotSent => {
-                // Queued when the run stopped: the row stays pending, and so do its duplicates.
-            }
-            CallEnd::Answered(answer) => {
-                self.record(
-                    order.row,
-                    order.chunk,
-                    answer.clone(),
-                    Some(RiskSource::Api),
-                    total_attempts,
-                )?;
-                self.store.put_answer(&order.key, self.run.id, order.row)?;
+            CallEnd::Answered(_) => {
+                if let Some(key) = &key {
+                    self.store.put_answer(key, self.run.id, order.row)?;
+                }
                 for w in waiters {
                     self.record(
                         w.row,
@@ -542,28 +572,24 @@ impl<'a> Runner<'a> {
                     )?;
                 }
             }
-            CallEnd::Failed(answer) => {
-                self.record(order.row, order.chunk, answer.clone(), None, total_attempts)?;
+            CallEnd::Failed(_) => {
                 for w in waiters {
                     self.record(w.row, w.chunk, answer.clone(), None, w.earlier_attempts)?;
                 }
             }
-            CallEnd::Pause(reason, answer) => {
+            CallEnd::Pause(reason, _) => {
                 // The row stays pending (as `failed`) and is sent again on resume.
-                self.record(order.row, order.chunk, answer, None, total_attempts)?;
                 if self.stop.is_none() {
                     tracing::warn!(reason = reason.as_str(), "pausing the run");
                     self.stop = Some(RunEnd::Paused(reason));
                 }
             }
             CallEnd::Fatal(message) => {
-                let answer =
-                    Answer::local(RowStatus::Failed, None, Some(message.clone()), now_ms());
-                self.record(order.row, order.chunk, answer, None, total_attempts)?;
                 if !matches!(self.stop, Some(RunEnd::Failed(_))) {
                     self.stop = Some(RunEnd::Failed(message));
                 }
             }
+            CallEnd::NotSent => {}
         }
         Ok(())
     }
@@ -604,8 +630,16 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// Commits the outcomes so far and gives back the slots they held.
+    /// Commits the outcomes so far, then removes the journal generations
+    /// whose records are all in the store.
     fn save(&mut self) -> Result<()> {
+        // Sealed before the commit: every record of a generation received by
+        // now is in this commit.
+        if let Some(journal) = &self.journal
+            && let Some(sealed) = journal.seal()?
+        {
+            self.sealed.push(sealed);
+        }
         if self.calls_unsaved > 0 || self.writes > 0 {
             self.store.add_calls(
                 self.run.id,
@@ -619,7 +653,19 @@ impl<'a> Runner<'a> {
         self.retries_unsaved = 0;
         self.writes = 0;
         self.last_commit = Instant::now();
-        self.held_slots.clear();
+        if let Some(journal) = &self.journal {
+            let received = &mut self.received;
+            let mut removed = Ok(());
+            self.sealed.retain(|sealed| {
+                let complete = received.get(&sealed.number).copied().unwrap_or(0) >= sealed.written;
+                if complete && removed.is_ok() {
+                    removed = journal.remove(sealed.number);
+                    received.remove(&sealed.number);
+                }
+                !complete
+            });
+            removed?;
+        }
         Ok(())
     }
 }
@@ -637,6 +683,7 @@ fn is_urgent(stop: &RunEnd) -> bool {
 async fn dispatch(
     mut orders: tokio::sync::mpsc::UnboundedReceiver<Vec<CallOrder>>,
     client: Arc<RiskClient>,
+    journal: Arc<Journal>,
     done: mpsc::Sender<Finished>,
     concurrency: usize,
 ) {
@@ -647,17 +694,57 @@ async fn dispatch(
                 return;
             };
             let client = client.clone();
+            let journal = journal.clone();
             let done = done.clone();
             tokio::spawn(async move {
                 let result = client
                     .call(order.row, &order.request, order.earlier_attempts)
                     .await;
+                let record = call_record(&order, &result);
+                let journaled = match &record {
+                    Some(record) => journal.append(record).map(Some),
+                    None => Ok(None),
+                }
+                .map_err(|err| format!("{err:#}"));
+                // The outcome is on disk (or the run fails): the slot may go.
+                drop(slot);
                 let _ = done.send(Finished {
                     order,
                     result,
-                    slot,
+                    record,
+                    journaled,
                 });
             });
         }
     }
+}
+
+/// The outcome a call gives its row, as the journal and the store record it;
+/// `None` when the call sent nothing.
+fn call_record(order: &CallOrder, result: &CallResult) -> Option<CallRecord> {
+    let (answer, source, key) = match &result.end {
+        CallEnd::NotSent => return None,
+        CallEnd::Answered(answer) => (answer.clone(), Some(RiskSource::Api), Some(order.key)),
+        CallEnd::Failed(answer) | CallEnd::Pause(_, answer) => (answer.clone(), None, None),
+        CallEnd::Fatal(message) => (
+            Answer::local(RowStatus::Failed, None, Some(message.clone()), now_ms()),
+            None,
+            None,
+        ),
+    };
+    let source = if answer.status.is_final() {
+        source
+    } else {
+        None
+    };
+    Some(CallRecord {
+        outcome: RowOutcome {
+            row: order.row,
+            answer,
+            source,
+            attempts: order.earlier_attempts + result.attempts,
+        },
+        key,
+        requests: result.attempts,
+    })
 }

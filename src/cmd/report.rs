@@ -7,6 +7,7 @@ use crate::cli::JobArgs;
 use crate::clock::now_ms;
 use crate::exit::{Exit, usage};
 use crate::input;
+use crate::lock::{Locked, try_lock};
 use crate::results::{Invocation, write_results, write_summary};
 use crate::store::Store;
 use crate::summary::RunState;
@@ -25,6 +26,11 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
     };
     let mut store = Store::open_existing(&job.state_dir)?.ok_or_else(missing)?;
     let run = store.find_run(&run_id)?.ok_or_else(missing)?;
+    // Calls a killed invocation finished but did not commit are in its
+    // journal; a running invocation owns its journal, so only without one.
+    if let Locked::Acquired(_lock) = try_lock(&job.state_dir)? {
+        crate::journal::replay(&mut store, &job.state_dir, run.id)?;
+    }
     let partial = run.completed_at.is_none();
     let (outputs, clusters) = write_results(&job, &input, &mut store, &run, partial)?;
     let state = if partial {

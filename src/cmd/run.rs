@@ -66,6 +66,12 @@ pub fn execute(args: RunArgs) -> Result<Exit> {
 
     let mut store = Store::open(&job.state_dir)?;
     let run = open_run(&job, &input, &mut store, args.fresh)?;
+    let recovered = crate::journal::replay(&mut store, &job.state_dir, run.id)?;
+    if recovered > 0 {
+        tracing::info!(
+            "recovered {recovered} finished calls from the outcome journal of an interrupted invocation"
+        );
+    }
     let invocation = |rows_decided, calls_sent| Invocation {
         started_at,
         rows_decided,
@@ -260,6 +266,7 @@ fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Res
     let mut found = store.find_run(&run_id)?;
     if fresh && let Some(run) = found.take() {
         tracing::info!("--fresh: discarding the checkpoint of run {}", run.run_id);
+        crate::journal::discard(&job.state_dir, run.id)?;
         store.delete_run(run.id)?;
     }
     if let Some(run) = found {

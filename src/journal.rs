@@ -1,0 +1,418 @@
+//! The outcome journal: what every call cost and answered, appended by the
+//! call itself before its concurrency slot is given back.
+//!
+//! A `kill -9` may only cost the calls in flight, so a call's outcome must be
+//! on disk before another call takes its slot. Committing the checkpoint
+//! store that often slowed every call down by a commit; one `write` of a line
+//! to this file is enough (it survives the process at once, like a store
+//! commit without fsync), and the runner commits the store in large batches.
+//! The journal is split in generations: the runner seals the current file
+//! before each commit and deletes a sealed file once every call written to it
+//! is committed. Whatever is left when a run starts is replayed into the store
+//! first ([`replay`]); a torn last line is a call that was in flight.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::{Answer, RiskSource, RowOutcome, RowStatus};
+use crate::store::Store;
+use crate::wechat::RequestKey;
+
+/// One finished call: the outcome of the row it was made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    pub outcome: RowOutcome,
+    /// The request's answer, reusable by identical requests.
+    pub key: Option<RequestKey>,
+    /// Requests this call sent (its retries included).
+    pub requests: u32,
+}
+
+/// The journal of one run, shared by all its calls.
+pub struct Journal {
+    dir: PathBuf,
+    run: i64,
+    current: Mutex<Generation>,
+}
+
+struct Generation {
+    number: u64,
+    file: File,
+    written: u64,
+}
+
+/// A generation closed to new records, deleted once `written` records are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sealed {
+    pub number: u64,
+    pub written: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Line {
+    row: u64,
+    status: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errcode: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+    checked_at: i64,
+    attempts: u32,
+    requests: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+impl Line {
+    fn of(record: &CallRecord) -> Line {
+        let o = &record.outcome;
+        let a = &o.answer;
+        Line {
+            row: o.row,
+            status: a.status as i64,
+            level: a.level,
+            source: o.source.map(|s| s as i64),
+            errcode: a.errcode,
+            code: a.code,
+            message: a.message.clone(),
+            request_id: a.request_id.clone(),
+            checked_at: a.checked_at,
+            attempts: o.attempts,
+            requests: record.requests,
+            key: record.key.map(|k| hex(&k)),
+        }
+    }
+
+    fn record(self) -> Option<CallRecord> {
+        let key = match self.key {
+            Some(text) => Some(unhex(&text)?),
+            None => None,
+        };
+        let source = match self.source {
+            Some(code) => Some(RiskSource::from_code(code)?),
+            None => None,
+        };
+        Some(CallRecord {
+            outcome: RowOutcome {
+                row: self.row,
+                answer: Answer {
+                    status: RowStatus::from_code(self.status)?,
+                    level: self.level,
+                    errcode: self.errcode,
+                    code: self.code,
+                    message: self.message,
+                    request_id: self.request_id,
+                    checked_at: self.checked_at,
+                },
+                source,
+                attempts: self.attempts,
+            },
+            key,
+            requests: self.requests,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<RequestKey> {
+    let mut key = RequestKey::default();
+    if text.len() != 2 * key.len() {
+        return None;
+    }
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+fn file_name(run: i64, generation: u64) -> String {
+    format!("journal-{run}-{generation}.jsonl")
+}
+
+/// The journal files of `run` in `dir`, oldest first.
+fn files(dir: &Path, run: i64) -> Result<Vec<(u64, PathBuf)>> {
+    let prefix = format!("journal-{run}-");
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(err) => return Err(err).with_context(|| format!("listing {}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(generation) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        found.push((generation, entry.path()));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Applies what the journal of `run` holds beyond the store, commits, and
+/// deletes the journal. Returns the number of calls recovered.
+///
+/// A record already in the store (the same row with as many attempts) is
+/// skipped, so replaying twice counts nothing twice.
+pub fn replay(store: &mut Store, dir: &Path, run: i64) -> Result<u64> {
+    let found = files(dir, run)?;
+    let mut recovered = 0;
+    for (_, path) in &found {
+        let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        for line in BufReader::new(file).split(b'\n') {
+            let line = line.with_context(|| format!("reading {}", path.display()))?;
+            // A line cut short by a crash belongs to a call still in flight.
+            let Some(record) = serde_json::from_slice::<Line>(&line)
+                .ok()
+                .and_then(Line::record)
+            else {
+                continue;
+            };
+            let stored = store.rows_between(run, record.outcome.row, record.outcome.row)?;
+            if stored
+                .first()
+                .is_some_and(|s| s.attempts >= record.outcome.attempts)
+            {
+                continue;
+            }
+            apply(store, run, &record, record.outcome.answer.checked_at)?;
+            recovered += 1;
+        }
+    }
+    store.commit()?;
+    for (_, path) in found {
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(recovered)
+}
+
+/// Writes a finished call into the store's open batch.
+pub fn apply(store: &mut Store, run: i64, record: &CallRecord, now: i64) -> Result<()> {
+    store.put_row(run, &record.outcome)?;
+    if let Some(key) = &record.key {
+        store.put_answer(key, run, record.outcome.row)?;
+    }
+    store.add_calls(
+        run,
+        u64::from(record.requests),
+        u64::from(record.requests.saturating_sub(1)),
+        now,
+    )
+}
+
+/// Deletes the journal of a discarded run.
+pub fn discard(dir: &Path, run: i64) -> Result<()> {
+    for (_, path) in files(dir, run)? {
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+impl Journal {
+    /// Starts the journal of `run` in `dir`; [`replay`] must have emptied it.
+    pub fn create(dir: &Path, run: i64) -> Result<Journal> {
+        let first = Generation::open(dir, run, 0)?;
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            run,
+            current: Mutex::new(first),
+        })
+    }
+
+    /// Appends a finished call; returns the generation it went to.
+    pub fn append(&self, record: &CallRecord) -> Result<u64> {
+        let mut text = serde_json::to_vec(&Line::of(record))?;
+        text.push(b'\n');
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let number = current.number;
+        // One write per line: a crash leaves at most the last line torn.
+        current
+            .file
+            .write_all(&text)
+            .with_context(|| format!("writing {}", self.path(number).display()))?;
+        current.written += 1;
+        Ok(number)
+    }
+
+    /// Closes the current generation to new records (if it has any) and starts the next.
+    pub fn seal(&self) -> Result<Option<Sealed>> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.written == 0 {
+            return Ok(None);
+        }
+        let next = Generation::open(&self.dir, self.run, current.number + 1)?;
+        let old = std::mem::replace(&mut *current, next);
+        Ok(Some(Sealed {
+            number: old.number,
+            written: old.written,
+        }))
+    }
+
+    /// Deletes a sealed generation whose records are all committed.
+    pub fn remove(&self, generation: u64) -> Result<()> {
+        let path = self.path(generation);
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+    }
+
+    /// Deletes the current generation if nothing was written to it; only
+    /// when no call is in flight, since one finishing later writes there and
+    /// the next invocation replays it.
+    pub fn close(&self) -> Result<()> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.written == 0 {
+            let path = self.path(current.number);
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    fn path(&self, generation: u64) -> PathBuf {
+        self.dir.join(file_name(self.run, generation))
+    }
+}
+
+impl Generation {
+    fn open(dir: &Path, run: i64, number: u64) -> Result<Generation> {
+        let path = dir.join(file_name(run, number));
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("creating the outcome journal {}", path.display()))?;
+        Ok(Generation {
+            number,
+            file,
+            written: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(row: u64, attempts: u32, key: Option<RequestKey>) -> CallRecord {
+        CallRecord {
+            outcome: RowOutcome {
+                row,
+                answer: Answer {
+                    status: RowStatus::Ok,
+                    level: Some(2),
+                    errcode: Some(0),
+                    code: Some(0),
+                    message: Some("tab\there \"quoted\"\nnewline 中文".into()),
+                    request_id: Some("req-1".into()),
+                    checked_at: 1_700_000_000_000,
+                },
+                source: Some(RiskSource::Api),
+                attempts,
+            },
+            key,
+            requests: 2,
+        }
+    }
+
+    #[test]
+    fn lines_round_trip() {
+        let original = record(7, 3, Some([0xab; 16]));
+        let line = serde_json::to_vec(&Line::of(&original)).unwrap();
+        let back = serde_json::from_slice::<Line>(&line)
+            .unwrap()
+            .record()
+            .unwrap();
+        assert_eq!(back, original);
+        let failed = CallRecord {
+            key: None,
+            ..record(8, 1, None)
+        };
+        let line = serde_json::to_vec(&Line::of(&failed)).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Line>(&line)
+                .unwrap()
+                .record()
+                .unwrap(),
+            failed
+        );
+    }
+
+    #[test]
+    fn replay_recovers_uncommitted_calls_once_and_skips_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let run = store
+            .create_run("job-abc", "abc", "in.csv", 1000, 1)
+            .unwrap();
+        store.commit().unwrap();
+
+        let journal = Journal::create(dir.path(), run.id).unwrap();
+        journal.append(&record(1, 1, Some([1; 16]))).unwrap();
+        let sealed = journal.seal().unwrap().unwrap();
+        assert_eq!(
+            sealed,
+            Sealed {
+                number: 0,
+                written: 1
+            }
+        );
+        journal.append(&record(2, 1, Some([2; 16]))).unwrap();
+        drop(journal);
+        // A crash in the middle of a line.
+        let mut last = File::options()
+            .append(true)
+            .open(dir.path().join(file_name(run.id, 1)))
+            .unwrap();
+        last.write_all(b"{\"row\":3,\"sta").unwrap();
+
+        assert_eq!(replay(&mut store, dir.path(), run.id).unwrap(), 2);
+        let rows = store.rows_between(run.id, 1, 3).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0], record(1, 1, None).outcome);
+        assert!(store.answer(&[2; 16]).unwrap().is_some());
+        let counted = store.run_by_id(run.id).unwrap();
+        assert_eq!((counted.calls_sent, counted.retries), (4, 2));
+        assert!(files(dir.path(), run.id).unwrap().is_empty());
+
+        // The same records again (a crash after the commit, before the files
+        // were removed) are already in the store: nothing is counted twice.
+        let journal = Journal::create(dir.path(), run.id).unwrap();
+        journal.append(&record(1, 1, Some([1; 16]))).unwrap();
+        drop(journal);
+        assert_eq!(replay(&mut store, dir.path(), run.id).unwrap(), 0);
+        assert_eq!(store.run_by_id(run.id).unwrap().calls_sent, 4);
+    }
+
+    #[test]
+    fn a_generation_is_sealed_only_with_records_and_close_removes_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::create(dir.path(), 5).unwrap();
+        assert_eq!(journal.seal().unwrap(), None);
+        journal.append(&record(1, 1, None)).unwrap();
+        let sealed = journal.seal().unwrap().unwrap();
+        journal.remove(sealed.number).unwrap();
+        journal.close().unwrap();
+        assert!(files(dir.path(), 5).unwrap().is_empty());
+        discard(dir.path(), 5).unwrap();
+    }
+}
