@@ -28,7 +28,7 @@ start_sim() {
   for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
   sim_url=$(head -1 "$work/sim.out" | awk '{print $NF}')
 }
-stop_sim() { kill "$sim_pid" 2>/dev/null; wait "$sim_pid" 2>/dev/null || true; }
+stop_sim() { kill "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true; }
 trap stop_sim EXIT
 
 job() { # name input concurrency -> job file

@@ -4,8 +4,9 @@
 //! chunks that are done, and the answer of every distinct request (which makes
 //! de-duplication within a run and the cache across runs one lookup). Rows
 //! are written in batched transactions; a chunk is marked done in the same
-//! transaction as its last row, so a crash loses at most the rows of the
-//! transaction being built.
+//! transaction as its last row. What a crash takes from the transaction being
+//! built is either decided again locally or, for calls, in the
+//! [`journal`](crate::journal).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -161,8 +162,7 @@ impl Store {
         )?;
         // WAL with synchronous NORMAL: a commit survives kill -9 as soon as it
         // is written and power loss once the WAL is fsynced, which a
-        // checkpoint does (see `Syncer`): commits come after every batch of
-        // finished calls and must not wait for the disk.
+        // checkpoint does (see `Syncer`); a commit never waits for the disk.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Checkpoints belong to the Syncer; this is only a safety net.
