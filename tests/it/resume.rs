@@ -318,3 +318,102 @@ fn a_second_signal_exits_at_once_and_the_run_still_resumes() {
     let done = summary(&ws.path("out/summary.json"));
     assert_eq!(done["rows"]["done"], 40);
 }
+
+/// Files under `dir` whose names satisfy `wanted`, at any depth.
+fn find_files(dir: &std::path::Path, wanted: &dyn Fn(&str) -> bool) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(find_files(&path, wanted));
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(wanted)
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn report_after_kill_9_includes_the_calls_only_in_the_journal() {
+    const FAILED_OR_PENDING: [i64; 2] = [6, 7];
+    let sim = Sim::start(&["--latency", "10ms", "--latency-spread", "20ms"]);
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", 2500, 45);
+    ws.write("jobs/resume.toml", job(&sim));
+    let mut child = ws
+        .command(&["run", "jobs/resume.toml", "--progress", "never"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sim.stats().risk_requests < 300 {
+        assert!(Instant::now() < deadline, "the run never got going");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // What the store has committed, and what only the journal knows.
+    let root = ws.path("");
+    let db = find_files(&root, &|n| n == "checkpoint.sqlite");
+    assert_eq!(db.len(), 1, "{db:?}");
+    let conn = rusqlite::Connection::open(&db[0]).unwrap();
+    let mut decided: std::collections::HashSet<u64> = conn
+        .prepare("SELECT row, status FROM rows")
+        .unwrap()
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|(_, status)| !FAILED_OR_PENDING.contains(status))
+        .map(|(row, _)| row as u64)
+        .collect();
+    drop(conn);
+    let committed = decided.len();
+    let journals = find_files(&root, &|n| {
+        n.starts_with("journal-") && n.ends_with(".jsonl")
+    });
+    assert!(!journals.is_empty(), "a killed run leaves its journal");
+    for path in &journals {
+        let text = std::fs::read_to_string(path).unwrap();
+        for line in text.lines() {
+            let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue; // torn by the kill
+            };
+            if !FAILED_OR_PENDING.contains(&record["status"].as_i64().unwrap()) {
+                decided.insert(record["row"].as_u64().unwrap());
+            }
+        }
+    }
+    eprintln!(
+        "after kill -9: {committed} rows committed, {} more only in the journal",
+        decided.len() - committed
+    );
+
+    let report = ws.run(&["report", "jobs/resume.toml"]);
+    assert_exit(&report, 0);
+    let summary = summary(&ws.path("out/summary.json"));
+    assert_eq!(summary["partial"], true);
+    assert_eq!(summary["rows"]["done"], decided.len() as u64);
+    assert!(
+        find_files(&root, &|n| n.starts_with("journal-")).is_empty(),
+        "the journal is replayed into the store and removed"
+    );
+
+    // The run then finishes, re-sending at most what was in flight.
+    assert_exit(
+        &ws.run(&["run", "jobs/resume.toml", "--progress", "never"]),
+        0,
+    );
+    let stats = sim.stats();
+    assert!(
+        stats.risk_requests - stats.distinct_requests <= 8,
+        "re-sent {} requests after one kill at concurrency 8",
+        stats.risk_requests - stats.distinct_requests
+    );
+}
