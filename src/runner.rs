@@ -351,8 +351,10 @@ impl<'a> Runner<'a> {
                     }
                 }
                 if got == 0 {
-                    // Nothing yet: wake at the first completion (sleeping a
-                    // fixed tick instead measured about a quarter slower).
+                    // Nothing yet: wake at the first completion. Sleeping a
+                    // fixed tick saved about 12 % CPU with no latency but
+                    // fed the call side late enough to fall under 97 % of
+                    // concurrency/latency at 50 ms.
                     match self.done_rx.recv_timeout(POLL_TICK) {
                         Ok(finished) => self.finish(finished)?,
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
