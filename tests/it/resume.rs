@@ -28,6 +28,15 @@ fn job(sim: &Sim) -> String {
     format!("{JOB}[api]\nbase_url = \"{}\"\n", sim.url)
 }
 
+/// Starts the job in the background, its output discarded.
+fn spawn_run(ws: &Workspace) -> std::process::Child {
+    ws.command(&["run", "jobs/resume.toml", "--progress", "never"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Columns that legitimately differ between two runs of the same input.
 const VARYING: [&str; 2] = ["risk_checked_at", "risk_request_id"];
 
@@ -71,12 +80,7 @@ fn kill_9_at_random_moments_then_finish_equals_a_clean_run() {
     let mut kills = 0u64;
     while kills < 6 {
         let sent_before = sim.stats().risk_requests;
-        let mut child = ws
-            .command(&["run", "jobs/resume.toml", "--progress", "never"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_run(&ws);
         // Kill only once it is sending, at a random moment after that.
         while sim.stats().risk_requests == sent_before {
             assert!(Instant::now() < deadline, "the run never started sending");
@@ -283,12 +287,7 @@ fn a_second_signal_exits_at_once_and_the_run_still_resumes() {
     let ws = Workspace::new();
     ws.participants("data/p.csv", 40, 12);
     ws.write("jobs/resume.toml", job(&sim));
-    let mut child = ws
-        .command(&["run", "jobs/resume.toml", "--progress", "never"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&ws);
     let started = Instant::now();
     while sim.stats().risk_requests < 8 {
         assert!(started.elapsed() < Duration::from_secs(20), "never sent");
@@ -344,12 +343,7 @@ fn report_after_kill_9_includes_the_calls_only_in_the_journal() {
     let ws = Workspace::new();
     ws.participants("data/p.csv", 2500, 45);
     ws.write("jobs/resume.toml", job(&sim));
-    let mut child = ws
-        .command(&["run", "jobs/resume.toml", "--progress", "never"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&ws);
     let deadline = Instant::now() + Duration::from_secs(60);
     while sim.stats().risk_requests < 300 {
         assert!(Instant::now() < deadline, "the run never got going");
