@@ -11,6 +11,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::classify::{Verdict, classify};
 use super::token::{Token, TokenError, TokenProvider};
+use super::transport::Transport;
 use super::{ApiPath, Reply, RiskRequest, Scene};
 use crate::clock::now_ms;
 use crate::outcome::{Answer, PauseReason, RowStatus};
@@ -22,7 +23,9 @@ const TOKEN_RETRIES: u32 = 2;
 
 /// Everything a request needs, shared by all in-flight requests.
 pub struct RiskClient {
-    pub http: reqwest::Client,
+    transport: Transport,
+    /// Bounds one request, from taking a connection to the last byte of the answer.
+    timeout: Duration,
     pub url: String,
     pub scene: Scene,
     pub tokens: Arc<TokenProvider>,
@@ -32,8 +35,8 @@ pub struct RiskClient {
     pub run_tag: String,
     /// Set when the run stops: calls waiting to retry give up instead.
     pub stopping: Arc<AtomicBool>,
-    /// The endpoint URL with the current token, parsed once per token.
-    endpoint: std::sync::Mutex<Option<(u64, reqwest::Url)>>,
+    /// The request target (path and query) with the current token, built once per token.
+    endpoint: std::sync::Mutex<Option<(u64, Arc<str>)>>,
 }
 
 /// How one row's call ended.
@@ -59,13 +62,11 @@ pub struct CallResult {
     pub attempts: u32,
 }
 
-/// Builds an HTTP client with keep-alive and a pool as large as the concurrency.
-pub fn http_client(timeout: Duration, concurrency: u32) -> anyhow::Result<reqwest::Client> {
+/// The token endpoint's HTTP client (the risk calls use [`Transport`]).
+pub fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .pool_max_idle_per_host(concurrency as usize)
-        .pool_idle_timeout(Duration::from_secs(90))
+        .connect_timeout(connect_timeout(timeout))
         .tcp_nodelay(true)
         // An API answer is never a redirect; following one would leak the token.
         .redirect(reqwest::redirect::Policy::none())
@@ -73,21 +74,29 @@ pub fn http_client(timeout: Duration, concurrency: u32) -> anyhow::Result<reqwes
         .build()?)
 }
 
+fn connect_timeout(timeout: Duration) -> Duration {
+    timeout.min(Duration::from_secs(10))
+}
+
 impl RiskClient {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        http: reqwest::Client,
         base_url: &str,
         path: ApiPath,
+        timeout: Duration,
         scene: Scene,
         tokens: Arc<TokenProvider>,
         pacer: Arc<Pacer>,
         max_retries: u32,
         run_tag: String,
-    ) -> RiskClient {
-        RiskClient {
-            http,
-            url: format!("{base_url}{}", path.as_str()),
+    ) -> anyhow::Result<RiskClient> {
+        let url = format!("{base_url}{}", path.as_str());
+        let parsed = reqwest::Url::parse(&url)
+            .map_err(|err| anyhow::anyhow!("bad API URL {}: {err}", redact(&url)))?;
+        Ok(RiskClient {
+            transport: Transport::new(&parsed, connect_timeout(timeout))?,
+            timeout,
+            url,
             scene,
             tokens,
             pacer,
@@ -95,7 +104,7 @@ impl RiskClient {
             run_tag,
             stopping: Arc::new(AtomicBool::new(false)),
             endpoint: std::sync::Mutex::new(None),
-        }
+        })
     }
 
     /// Sends `request` for input row `row` until it has an answer, its retries
@@ -185,17 +194,25 @@ impl RiskClient {
         CallResult { end, attempts }
     }
 
-    fn endpoint(&self, token: &Token) -> Result<reqwest::Url, String> {
+    /// The path and query to request, the token percent-encoded as needed.
+    fn endpoint(&self, token: &Token) -> Result<Arc<str>, String> {
         let mut cached = self.endpoint.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((generation, url)) = cached.as_ref()
+        if let Some((generation, target)) = cached.as_ref()
             && *generation == token.generation
         {
-            return Ok(url.clone());
+            return Ok(target.clone());
         }
-        let url = reqwest::Url::parse(&format!("{}?access_token={}", self.url, token.value))
+        let mut url = reqwest::Url::parse(&self.url)
             .map_err(|err| format!("bad API URL {}: {err}", self.url))?;
-        *cached = Some((token.generation, url.clone()));
-        Ok(url)
+        url.query_pairs_mut()
+            .append_pair("access_token", &token.value);
+        let target: Arc<str> = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_string(),
+        }
+        .into();
+        *cached = Some((token.generation, target.clone()));
+        Ok(target)
     }
 
     async fn send(
@@ -204,43 +221,19 @@ impl RiskClient {
         request: &RiskRequest,
         message_id: &str,
     ) -> Result<Reply, String> {
-        let response = self
-            .http
-            .post(self.endpoint(token)?)
-            .header("content-type", "application/json")
-            .body(request.body(self.scene, message_id))
-            .send()
-            .await
-            .map_err(|err| transport_message(&err))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| transport_message(&err))?;
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
+        let target = self.endpoint(token)?;
+        let body = request.body(self.scene, message_id);
+        let exchange =
+            match tokio::time::timeout(self.timeout, self.transport.post_json(&target, body)).await
+            {
+                Ok(exchange) => exchange?,
+                Err(_) => return Err(format!("timeout: no answer within {:?}", self.timeout)),
+            };
+        if !exchange.status.is_success() {
+            return Err(format!("HTTP {}", exchange.status));
         }
-        Reply::parse(&body)
+        Reply::parse(&exchange.body)
     }
-}
-
-/// A transport error without the URL (it holds the access token).
-fn transport_message(err: &reqwest::Error) -> String {
-    let kind = if err.is_timeout() {
-        "timeout"
-    } else if err.is_connect() {
-        "connection failed"
-    } else {
-        "transport error"
-    };
-    let mut message = format!("{kind}: {}", redact(&err.to_string()));
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&redact(&cause.to_string()));
-        source = cause.source();
-    }
-    message
 }
 
 fn failed_answer(errcode: Option<i32>, message: String) -> Answer {

@@ -5,6 +5,7 @@ pub mod classify;
 pub mod client;
 pub mod token;
 pub mod token_cache;
+pub mod transport;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
