@@ -190,7 +190,14 @@ pub fn execute(args: RunArgs) -> Result<Exit> {
     let (outputs, clusters) = if state == RunState::Complete {
         store.set_completed(run.id, now_ms())?;
         store.commit()?;
-        write_results(&job, &input, &mut store, &run, false)?
+        tracing::info!("every row has its outcome; writing the result files");
+        let writing = Instant::now();
+        let written = write_results(&job, &input, &mut store, &run, false)?;
+        tracing::info!(
+            "wrote the result files in {:.1}s",
+            writing.elapsed().as_secs_f64()
+        );
+        written
     } else {
         (Vec::new(), Vec::new())
     };
