@@ -37,13 +37,32 @@ pub struct CallRecord {
 pub struct Journal {
     dir: PathBuf,
     run: i64,
-    current: Mutex<Generation>,
+    state: Mutex<State>,
+}
+
+struct State {
+    current: Generation,
+    /// Lines queued for `current` and not yet written.
+    pending: Vec<u8>,
+    /// Records queued and records written, over all generations.
+    queued: u64,
+    flushed: u64,
+    /// A write that failed; every later one fails with it.
+    failed: Option<String>,
 }
 
 struct Generation {
     number: u64,
     file: File,
+    /// Records queued for this generation.
     written: u64,
+}
+
+/// A queued record: written once [`Journal::flush_through`] returns for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    sequence: u64,
+    pub generation: u64,
 }
 
 /// A generation closed to new records, deleted once `written` records are committed.
@@ -244,33 +263,83 @@ impl Journal {
         Ok(Journal {
             dir: dir.to_path_buf(),
             run,
-            current: Mutex::new(first),
+            state: Mutex::new(State {
+                current: first,
+                pending: Vec::with_capacity(64 * 1024),
+                queued: 0,
+                flushed: 0,
+                failed: None,
+            }),
         })
     }
 
-    /// Appends a finished call; returns the generation it went to.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends a finished call and writes it; returns the generation it went to.
     pub fn append(&self, record: &CallRecord) -> Result<u64> {
-        let mut text = serde_json::to_vec(&Line::of(record))?;
-        text.push(b'\n');
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let number = current.number;
-        // One write per line: a crash leaves at most the last line torn.
-        current
-            .file
-            .write_all(&text)
-            .with_context(|| format!("writing {}", self.path(number).display()))?;
-        current.written += 1;
-        Ok(number)
+        let ticket = self.enqueue(record)?;
+        self.flush_through(ticket)?;
+        Ok(ticket.generation)
+    }
+
+    /// Queues a finished call; it is on disk once `flush_through` returns.
+    /// Calls that finish together share one `write`: one per call was a
+    /// tenth of the call side's time.
+    pub fn enqueue(&self, record: &CallRecord) -> Result<Ticket> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        serde_json::to_writer(&mut state.pending, &Line::of(record))?;
+        state.pending.push(b'\n');
+        state.queued += 1;
+        state.current.written += 1;
+        Ok(Ticket {
+            sequence: state.queued,
+            generation: state.current.number,
+        })
+    }
+
+    /// Writes every queued line unless `ticket`'s is written already.
+    pub fn flush_through(&self, ticket: Ticket) -> Result<()> {
+        let mut state = self.lock();
+        if let Some(failed) = &state.failed {
+            anyhow::bail!("{failed}");
+        }
+        if state.flushed >= ticket.sequence {
+            return Ok(());
+        }
+        self.flush(&mut state)
+    }
+
+    fn flush(&self, state: &mut State) -> Result<()> {
+        if state.pending.is_empty() {
+            return Ok(());
+        }
+        // One write for the batch: a crash leaves at most its last line torn.
+        if let Err(err) = state.current.file.write_all(&state.pending) {
+            let message = format!(
+                "writing {}: {err}",
+                self.path(state.current.number).display()
+            );
+            state.failed = Some(message.clone());
+            anyhow::bail!(message);
+        }
+        state.pending.clear();
+        state.flushed = state.queued;
+        Ok(())
     }
 
     /// Closes the current generation to new records (if it has any) and starts the next.
     pub fn seal(&self) -> Result<Option<Sealed>> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.written == 0 {
+        let mut state = self.lock();
+        if state.current.written == 0 {
             return Ok(None);
         }
-        let next = Generation::open(&self.dir, self.run, current.number + 1)?;
-        let old = std::mem::replace(&mut *current, next);
+        // Queued lines belong to the generation they were counted in.
+        self.flush(&mut state)?;
+        let next = Generation::open(&self.dir, self.run, state.current.number + 1)?;
+        let old = std::mem::replace(&mut state.current, next);
         Ok(Some(Sealed {
             number: old.number,
             written: old.written,
@@ -287,16 +356,25 @@ impl Journal {
     /// when no call is in flight, since one finishing later writes there and
     /// the next invocation replays it.
     pub fn close(&self) -> Result<()> {
-        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.written == 0 {
-            let path = self.path(current.number);
+        let mut state = self.lock();
+        if state.current.written == 0 {
+            let path = self.path(state.current.number);
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
-        Ok(())
+        self.flush(&mut state)
     }
 
     fn path(&self, generation: u64) -> PathBuf {
         self.dir.join(file_name(self.run, generation))
+    }
+}
+
+impl Drop for Journal {
+    /// A call queued but not yet written when the run stopped is written
+    /// now; its row is replayed by the next invocation.
+    fn drop(&mut self) {
+        let mut state = self.lock();
+        let _ = self.flush(&mut state);
     }
 }
 
@@ -408,6 +486,40 @@ mod tests {
         drop(journal);
         assert_eq!(replay(&mut store, dir.path(), run.id).unwrap(), 0);
         assert_eq!(store.run_by_id(run.id).unwrap().calls_sent, 4);
+    }
+
+    fn lines(dir: &Path, run: i64, generation: u64) -> usize {
+        std::fs::read_to_string(dir.join(file_name(run, generation)))
+            .unwrap()
+            .lines()
+            .count()
+    }
+
+    #[test]
+    fn queued_records_share_a_write_and_stay_in_their_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::create(dir.path(), 9).unwrap();
+        let first = journal.enqueue(&record(1, 1, None)).unwrap();
+        let second = journal.enqueue(&record(2, 1, None)).unwrap();
+        assert_eq!(lines(dir.path(), 9, 0), 0, "queued, not written yet");
+        journal.flush_through(first).unwrap();
+        assert_eq!(lines(dir.path(), 9, 0), 2, "one write took both");
+        journal.flush_through(second).unwrap();
+        assert_eq!(lines(dir.path(), 9, 0), 2);
+
+        // Sealing writes what is queued into the generation it was counted in.
+        let third = journal.enqueue(&record(3, 1, None)).unwrap();
+        let sealed = journal.seal().unwrap().unwrap();
+        assert_eq!((sealed.number, sealed.written), (0, 3));
+        assert_eq!(third.generation, 0);
+        assert_eq!(lines(dir.path(), 9, 0), 3);
+        journal.flush_through(third).unwrap();
+
+        // A record still queued when the journal goes is written, not lost.
+        let fourth = journal.enqueue(&record(4, 1, None)).unwrap();
+        assert_eq!(fourth.generation, 1);
+        drop(journal);
+        assert_eq!(lines(dir.path(), 9, 1), 1);
     }
 
     #[test]
