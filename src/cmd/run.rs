@@ -133,16 +133,18 @@ pub fn execute(args: RunArgs) -> Result<Exit> {
     };
     let http = {
         let _guard = runtime.enter();
-        http_client(job.throttle.timeout)?
+        http_client(job.throttle.timeout, job.throttle.concurrency)?
     };
     let cache = token_cache(&job, credentials.as_ref(), &base_url);
-    let mut tokens = TokenProvider::new(http, &base_url, job.api.token.clone(), credentials);
+    let mut tokens =
+        TokenProvider::new(http.clone(), &base_url, job.api.token.clone(), credentials);
     if let Some(cache) = cache {
         tokens = tokens.with_cache(cache);
     }
     let tokens = Arc::new(tokens);
     let pacer = Arc::new(Pacer::new(job.throttle.rate));
     let client = Arc::new(RiskClient::new(
+        http,
         &base_url,
         job.api.path,
         job.throttle.timeout,

@@ -23,7 +23,7 @@ const TOKEN_RETRIES: u32 = 2;
 
 /// Everything a request needs, shared by all in-flight requests.
 pub struct RiskClient {
-    transport: Transport,
+    backend: Backend,
     /// Bounds one request, from taking a connection to the last byte of the answer.
     timeout: Duration,
     pub url: String,
@@ -62,11 +62,37 @@ pub struct CallResult {
     pub attempts: u32,
 }
 
-/// The token endpoint's HTTP client (the risk calls use [`Transport`]).
-pub fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+/// How the risk requests reach the endpoint.
+enum Backend {
+    /// hyper's own connections, straight to the endpoint: most runs.
+    Direct(Transport),
+    /// Through the proxy the environment names for the endpoint
+    /// (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, minus `NO_PROXY`), by reqwest.
+    Proxied(reqwest::Client),
+}
+
+impl Backend {
+    fn choose(
+        url: &reqwest::Url,
+        proxies: &hyper_util::client::proxy::matcher::Matcher,
+        http: reqwest::Client,
+        connect_timeout: Duration,
+    ) -> anyhow::Result<Backend> {
+        let uri: hyper::Uri = url.as_str().parse()?;
+        Ok(match proxies.intercept(&uri) {
+            Some(_) => Backend::Proxied(http),
+            None => Backend::Direct(Transport::new(url, connect_timeout)?),
+        })
+    }
+}
+
+/// The HTTP client for the token endpoint, and for the risk endpoint when a
+/// proxy is set; it honours the proxy environment variables.
+pub fn http_client(timeout: Duration, concurrency: u32) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(connect_timeout(timeout))
+        .pool_max_idle_per_host(concurrency as usize)
         .tcp_nodelay(true)
         // An API answer is never a redirect; following one would leak the token.
         .redirect(reqwest::redirect::Policy::none())
@@ -81,6 +107,7 @@ fn connect_timeout(timeout: Duration) -> Duration {
 impl RiskClient {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        http: reqwest::Client,
         base_url: &str,
         path: ApiPath,
         timeout: Duration,
@@ -93,8 +120,9 @@ impl RiskClient {
         let url = format!("{base_url}{}", path.as_str());
         let parsed = reqwest::Url::parse(&url)
             .map_err(|err| anyhow::anyhow!("bad API URL {}: {err}", redact(&url)))?;
+        let proxies = hyper_util::client::proxy::matcher::Matcher::from_env();
         Ok(RiskClient {
-            transport: Transport::new(&parsed, connect_timeout(timeout))?,
+            backend: Backend::choose(&parsed, &proxies, http, connect_timeout(timeout))?,
             timeout,
             url,
             scene,
@@ -223,17 +251,69 @@ impl RiskClient {
     ) -> Result<Reply, String> {
         let target = self.endpoint(token)?;
         let body = request.body(self.scene, message_id);
-        let exchange =
-            match tokio::time::timeout(self.timeout, self.transport.post_json(&target, body)).await
-            {
-                Ok(exchange) => exchange?,
-                Err(_) => return Err(format!("timeout: no answer within {:?}", self.timeout)),
-            };
-        if !exchange.status.is_success() {
-            return Err(format!("HTTP {}", exchange.status));
+        let (status, body) = match &self.backend {
+            Backend::Direct(transport) => {
+                match tokio::time::timeout(self.timeout, transport.post_json(&target, body)).await {
+                    Ok(exchange) => {
+                        let exchange = exchange?;
+                        (exchange.status.as_u16(), exchange.body)
+                    }
+                    Err(_) => return Err(format!("timeout: no answer within {:?}", self.timeout)),
+                }
+            }
+            Backend::Proxied(http) => {
+                let url = format!("{}{target}", origin(&self.url));
+                let response = http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|err| reqwest_message(&err))?;
+                let status = response.status().as_u16();
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|err| reqwest_message(&err))?;
+                (status, body)
+            }
+        };
+        if !(200..300).contains(&status) {
+            let status = hyper::StatusCode::from_u16(status)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|_| status.to_string());
+            return Err(format!("HTTP {status}"));
         }
-        Reply::parse(&exchange.body)
+        Reply::parse(&body)
     }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('/') {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    }
+}
+
+/// A reqwest error without the URL (it holds the access token).
+fn reqwest_message(err: &reqwest::Error) -> String {
+    let kind = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connection failed"
+    } else {
+        "transport error"
+    };
+    let mut message = format!("{kind}: {}", redact(&err.to_string()));
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&redact(&cause.to_string()));
+        source = cause.source();
+    }
+    message
 }
 
 fn failed_answer(errcode: Option<i32>, message: String) -> Answer {
@@ -275,6 +355,42 @@ fn answer_of(reply: &Reply) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn risk_calls_go_through_a_proxy_only_when_the_environment_names_one_for_the_endpoint() {
+        use hyper_util::client::proxy::matcher::Matcher;
+        let url = reqwest::Url::parse("http://127.0.0.1:9/wxa/servicemarket").unwrap();
+        let http = reqwest::Client::new();
+        let choose = |proxies: Matcher| {
+            Backend::choose(&url, &proxies, http.clone(), Duration::from_secs(1)).unwrap()
+        };
+        let proxied = Matcher::builder().http("http://127.0.0.1:3128").build();
+        assert!(matches!(choose(proxied), Backend::Proxied(_)));
+        let excluded = Matcher::builder()
+            .http("http://127.0.0.1:3128")
+            .no("127.0.0.1")
+            .build();
+        assert!(matches!(choose(excluded), Backend::Direct(_)));
+        let https_only = Matcher::builder().https("http://127.0.0.1:3128").build();
+        assert!(matches!(choose(https_only), Backend::Direct(_)));
+        assert!(matches!(
+            choose(Matcher::builder().build()),
+            Backend::Direct(_)
+        ));
+    }
+
+    #[test]
+    fn origin_is_scheme_host_and_port() {
+        assert_eq!(
+            origin("https://api.weixin.qq.com/wxa/servicemarket"),
+            "https://api.weixin.qq.com"
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:8080/prefix/tcb/servicemarket"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+    }
 
     #[test]
     fn answer_takes_inner_msg_on_success_and_errmsg_otherwise() {
