@@ -3,9 +3,10 @@
 //!
 //! A `kill -9` may only cost the calls in flight, so a call's outcome must be
 //! on disk before another call takes its slot. Committing the checkpoint
-//! store that often slowed every call down by a commit; one `write` of a line
-//! to this file is enough (it survives the process at once, like a store
-//! commit without fsync), and the runner commits the store in large batches.
+//! store that often slowed every call down by a commit; a line in this file is
+//! enough (one `write`, shared by the calls that finish together, survives
+//! the process at once, like a store commit without fsync), and the runner
+//! commits the store in large batches.
 //! The journal is split in generations: the runner seals the current file
 //! before each commit and deletes a sealed file once every call written to it
 //! is committed. Whatever is left when a run starts is replayed into the store
