@@ -270,6 +270,70 @@ mod tests {
     }
 
     #[test]
+    fn identifier_columns_are_written_without_a_dictionary() {
+        use crate::outcome::{Answer, RowStatus};
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Schema::new(vec![
+            Field::new("openid", DataType::Utf8, true),
+            Field::new("campaign", DataType::Utf8, true),
+        ]);
+        let rows = 1000;
+        let batch = RecordBatch::try_new(
+            Arc::new(schema.clone()),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("o{i}")),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("c{}", i % 3)),
+                )),
+            ],
+        )
+        .unwrap();
+        let outcomes: Vec<RowOutcome> = (0..rows as u64)
+            .map(|row| RowOutcome {
+                row: row + 1,
+                answer: Answer::local(RowStatus::Ok, Some(1), None, 0),
+                source: None,
+                attempts: 1,
+            })
+            .collect();
+        let mut writer = ResultWriter::create(
+            OutputPlan {
+                dir: dir.path(),
+                parquet: true,
+                csv: false,
+                mask: Vec::new(),
+                masker: None,
+                unique_columns: vec!["openid".into()],
+                partial: false,
+                run_id: "r",
+            },
+            &schema,
+        )
+        .unwrap();
+        writer.write(&batch, &outcomes).unwrap();
+        writer.finish().unwrap();
+
+        let file = File::open(dir.path().join("results.parquet")).unwrap();
+        let reader = SerializedFileReader::new(file).unwrap();
+        let group = reader.metadata().row_group(0);
+        let dictionary = |name: &str| {
+            group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .unwrap()
+                .dictionary_page_offset()
+                .is_some()
+        };
+        assert!(!dictionary("openid"));
+        assert!(dictionary("campaign"));
+        assert!(dictionary("risk_status"));
+    }
+
+    #[test]
     fn result_fields_match_the_column_list() {
         let names: Vec<String> = result_fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, RESULT_COLUMNS);
