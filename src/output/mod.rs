@@ -161,8 +161,54 @@ pub struct OutputPlan<'a> {
 pub struct ResultWriter<'a> {
     plan: OutputPlan<'a>,
     schema: SchemaRef,
-    parquet: Option<(ArrowWriter<File>, AtomicFile)>,
+    parquet: Option<(ParquetThread, AtomicFile)>,
     csv: Option<(csv::CsvResults, AtomicFile)>,
+}
+
+/// Encodes and compresses the Parquet file on a thread of its own, beside
+/// the CSV file and the reading of input and store: that was two fifths of
+/// the output pass, which otherwise runs on one core.
+struct ParquetThread {
+    batches: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
+    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+impl ParquetThread {
+    fn start(mut writer: ArrowWriter<File>) -> Result<ParquetThread> {
+        // Two batches in the queue keep both threads busy without buffering the input.
+        let (batches, received) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+        let thread = std::thread::Builder::new()
+            .name("riskbatch-parquet".into())
+            .spawn(move || {
+                for batch in received {
+                    writer.write(&batch)?;
+                }
+                writer.close()?;
+                Ok(())
+            })
+            .context("starting the Parquet writer")?;
+        Ok(ParquetThread {
+            batches: Some(batches),
+            thread,
+        })
+    }
+
+    fn write(&mut self, batch: RecordBatch) {
+        if let Some(batches) = &self.batches
+            && batches.send(batch).is_err()
+        {
+            // The thread stopped on an error: `finish` reports it.
+            self.batches = None;
+        }
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.batches = None;
+        match self.thread.join() {
+            Ok(result) => result.context("writing results.parquet"),
+            Err(_) => anyhow::bail!("the Parquet writer panicked"),
+        }
+    }
 }
 
 impl<'a> ResultWriter<'a> {
@@ -201,7 +247,7 @@ impl<'a> ResultWriter<'a> {
             }
             let props = props.build();
             let writer = ArrowWriter::try_new(target.file()?, schema.clone(), Some(props))?;
-            Some((writer, target))
+            Some((ParquetThread::start(writer)?, target))
         } else {
             None
         };
@@ -233,7 +279,7 @@ impl<'a> ResultWriter<'a> {
         columns.extend(result_columns(outcomes));
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         if let Some((writer, _)) = &mut self.parquet {
-            writer.write(&batch)?;
+            writer.write(batch.clone());
         }
         if let Some((writer, _)) = &mut self.csv {
             writer.write(&batch)?;
@@ -245,7 +291,7 @@ impl<'a> ResultWriter<'a> {
     pub fn finish(self) -> Result<Vec<PathBuf>> {
         let mut written = Vec::new();
         if let Some((writer, target)) = self.parquet {
-            writer.close()?;
+            writer.finish()?;
             written.push(target.commit()?);
         }
         if let Some((writer, target)) = self.csv {
