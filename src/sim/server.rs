@@ -126,8 +126,9 @@ struct Stats {
     inner_codes: BTreeMap<i64, u64>,
     token_fetches: BTreeMap<&'static str, u64>,
     /// Sends of each distinct request (api + data, without client_msg_id).
-    per_request: HashMap<u64, u32>,
-    per_openid: HashMap<String, u32>,
+    /// Both maps get an entry per request: hashed with foldhash, not SipHash.
+    per_request: HashMap<u64, u32, foldhash::fast::RandomState>,
+    per_openid: HashMap<String, u32, foldhash::fast::RandomState>,
     /// Arrival times of risk requests within the last second.
     window: VecDeque<Instant>,
     max_in_1s: u64,
@@ -609,7 +610,12 @@ fn answer(
         parts.push(data.user_access_token.as_deref().unwrap_or("").as_bytes());
         let key = fnv1a(&parts);
         let mut stats = sim.lock_stats();
-        *stats.by_api.entry(scene.api().to_string()).or_default() += 1;
+        match stats.by_api.get_mut(scene.api()) {
+            Some(count) => *count += 1,
+            None => {
+                stats.by_api.insert(scene.api().to_string(), 1);
+            }
+        }
         *stats.per_request.entry(key).or_default() += 1;
         match stats.per_openid.get_mut(openid.as_ref()) {
             Some(count) => *count += 1,
