@@ -391,3 +391,104 @@ fn a_second_process_exits_75_at_once_and_sigterm_pauses_the_first() {
         "re-sent {resent} requests after SIGTERM; at most the 2 in flight may be"
     );
 }
+
+/// A forwarding HTTP proxy on loopback: the one request of each connection
+/// is sent on to its absolute URL and the answer (which closes the
+/// connection) copied back. Returns its URL and the request lines it forwarded.
+fn forwarding_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let request_line = request_line.trim_end().to_string();
+                let mut headers = Vec::new();
+                let mut length = 0usize;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    if header == "\r\n" {
+                        break;
+                    }
+                    let lower = header.to_ascii_lowercase();
+                    if let Some(value) = lower.strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap();
+                    }
+                    if !lower.starts_with("connection:") && !lower.starts_with("proxy-") {
+                        headers.push(header);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                reader.read_exact(&mut body).unwrap();
+                log.lock().unwrap().push(request_line.clone());
+                let mut parts = request_line.splitn(3, ' ');
+                let (method, target) = (parts.next().unwrap(), parts.next().unwrap());
+                let rest = target
+                    .strip_prefix("http://")
+                    .expect("absolute-form target");
+                let (host, path) = rest.split_once('/').unwrap();
+                let mut upstream = std::net::TcpStream::connect(host).unwrap();
+                write!(upstream, "{method} /{path} HTTP/1.1\r\n").unwrap();
+                for header in &headers {
+                    upstream.write_all(header.as_bytes()).unwrap();
+                }
+                upstream.write_all(b"Connection: close\r\n\r\n").unwrap();
+                upstream.write_all(&body).unwrap();
+                let mut answer = Vec::new();
+                upstream.read_to_end(&mut answer).unwrap();
+                let _ = client.write_all(&answer);
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn a_proxy_named_in_the_environment_carries_token_and_risk_requests() {
+    let sim = Sim::start(&[]);
+    let (proxy, seen) = forwarding_proxy();
+    let ws = Workspace::new();
+    ws.write("data/p.csv", "openid,device_id\noA,d1\noB,d2\noC,d3\n");
+    ws.write("jobs/cmd.toml", with_sim(JOB, &sim));
+    let output = ws
+        .command(&["run", "jobs/cmd.toml", "--progress", "never"])
+        .env("HTTP_PROXY", &proxy)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let stats = sim.stats();
+    assert_eq!(stats.risk_requests, 3);
+    let lines = seen.lock().unwrap().clone();
+    let risk: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("POST {}/wxa/servicemarket?access_token=", sim.url)))
+        .collect();
+    assert_eq!(risk.len(), 3, "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("/cgi-bin/stable_token")),
+        "the token request went through the proxy too: {lines:?}"
+    );
+
+    // NO_PROXY excludes the simulator's host: straight there, not through the proxy.
+    let output = ws
+        .command(&["run", "jobs/cmd.toml", "--fresh", "--progress", "never"])
+        .env("HTTP_PROXY", &proxy)
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_eq!(sim.stats().risk_requests, 6);
+    assert_eq!(seen.lock().unwrap().len(), lines.len());
+}
