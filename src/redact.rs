@@ -22,6 +22,18 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// `kind: error: cause: cause…` on one line, each part redacted.
+pub fn error_chain(kind: &str, err: &dyn std::error::Error) -> String {
+    let mut message = format!("{kind}: {}", redact(&err.to_string()));
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&redact(&cause.to_string()));
+        source = cause.source();
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -306,14 +306,7 @@ fn reqwest_message(err: &reqwest::Error) -> String {
     } else {
         "transport error"
     };
-    let mut message = format!("{kind}: {}", redact(&err.to_string()));
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&redact(&cause.to_string()));
-        source = cause.source();
-    }
-    message
+    crate::redact::error_chain(kind, err)
 }
 
 fn failed_answer(errcode: Option<i32>, message: String) -> Answer {

@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
-use crate::redact::redact;
+use crate::redact::{error_chain, redact};
 
 /// Where the risk requests go, parsed once.
 pub struct Transport {
@@ -210,14 +210,7 @@ fn transport_message(err: &hyper::Error) -> String {
     } else {
         "transport error"
     };
-    let mut message = format!("{kind}: {}", redact(&err.to_string()));
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&redact(&cause.to_string()));
-        source = cause.source();
-    }
-    message
+    error_chain(kind, err)
 }
 
 #[cfg(test)]
