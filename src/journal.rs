@@ -279,6 +279,7 @@ impl Journal {
     }
 
     /// Appends a finished call and writes it; returns the generation it went to.
+    #[cfg(test)]
     pub fn append(&self, record: &CallRecord) -> Result<u64> {
         let ticket = self.enqueue(record)?;
         self.flush_through(ticket)?;

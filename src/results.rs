@@ -13,21 +13,11 @@ use arrow_schema::DataType;
 use crate::clock::now_ms;
 use crate::clusters::{CLUSTER_FIELDS, Cluster, ClusterCounter};
 use crate::input::InputFile;
-use crate::job::Job;
+use crate::job::{API_FIELDS, Job};
 use crate::outcome::{Answer, RowOutcome, RowStatus};
 use crate::output::{Masker, OutputPlan, ResultWriter};
 use crate::store::{RunRecord, Store};
 use crate::summary::{RunState, Summary, SummaryInput};
-
-/// The API fields that identify a participant: nearly every value differs.
-const UNIQUE_FIELDS: [&str; 6] = [
-    "openid",
-    "phonenum",
-    "certid",
-    "clientip",
-    "deviceid",
-    "wifibssid",
-];
 
 /// Writes the result files of `run`; `partial` marks an unfinished run's
 /// report, where rows without a final outcome appear as `pending`/`failed`.
@@ -56,8 +46,11 @@ pub fn write_results(
             csv: job.output.csv,
             mask: mask.clone(),
             masker: masker.as_ref(),
-            unique_columns: UNIQUE_FIELDS
+            // Every API field but the merchant code identifies a participant:
+            // nearly every value differs.
+            unique_columns: API_FIELDS
                 .iter()
+                .filter(|field| **field != "mchcode")
                 .filter_map(|field| job.column(field).map(str::to_string))
                 .collect(),
             partial,

@@ -332,13 +332,12 @@ mod tests {
             // A server that answers the TLS hello with plain HTTP.
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
-            tokio::spawn(async move {
+            let server = tokio::spawn(async move {
                 let (mut socket, _) = listener.accept().await.unwrap();
                 let mut hello = [0u8; 5];
                 socket.read_exact(&mut hello).await.unwrap();
-                // A TLS record: handshake (22), version 3.x.
-                assert_eq!(&hello[..2], &[22, 3]);
                 let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+                hello
             });
             let url = reqwest::Url::parse(&format!("https://localhost:{port}")).unwrap();
             let transport = Transport::new(&url, Duration::from_secs(5)).unwrap();
@@ -351,6 +350,8 @@ mod tests {
                 "{err}"
             );
             assert!(!err.contains("SECRET"), "{err}");
+            // What arrived was a TLS record: handshake (22), version 3.x.
+            assert_eq!(&server.await.unwrap()[..2], &[22, 3]);
 
             let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url =
