@@ -4,7 +4,11 @@
 #   2. rows/s with 50 ms latency at concurrency 64, against the ideal 64/0.05 = 1280/s
 #   3. a second invocation of the completed 1M-row run (no call expected)
 #   4. peak memory (max RSS) on 1M and 10M-row inputs (10M only with --big)
-# Usage: bench/run.sh [--big | --latency-only]   Figures go to stdout; work files to target/bench.
+#   5. for reference, on the same machine and simulator: wrk's request rate (the
+#      simulator's own ceiling) and a plain asyncio+aiohttp script (bench/baseline_aiohttp.py)
+#      on the same 1M rows (--reference, or alone with --reference-only; needs wrk and aiohttp)
+# Usage: bench/run.sh [--big | --latency-only | --reference | --reference-only]
+# Figures go to stdout; work files to target/bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 big=${1:-}
@@ -81,6 +85,36 @@ PY
 
 echo "# riskbatch benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
 
+reference() {
+  start_sim
+  if command -v wrk >/dev/null; then
+    local token sim_pid_cpu0 sim_pid_cpu1 rate
+    token=$(curl -s -X POST "$sim_url/cgi-bin/stable_token" \
+      -d '{"grant_type":"client_credential","appid":"wxbench","secret":"bench-secret"}' |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+    sim_pid_cpu0=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
+    rate=$(SIM_TOKEN=$token wrk -t1 -c64 -d10s -s bench/wrk-risk.lua "$sim_url" | awk '/Requests\/sec/ {print $2}')
+    sim_pid_cpu1=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
+    python3 -c "import sys; r=float(sys.argv[1]); c=(int(sys.argv[3])-int(sys.argv[2]))/100; print(f'reference: wrk -t1 -c64 against the simulator: {r:,.0f} requests/s, simulator CPU {c/(r*10)*1e6:.1f} us per request')" \
+      "$rate" "$sim_pid_cpu0" "$sim_pid_cpu1"
+  else
+    echo "reference: wrk not installed (apt-get install wrk); skipped"
+  fi
+  stop_sim
+  if python3 -c 'import aiohttp' 2>/dev/null; then
+    start_sim
+    echo "reference: asyncio+aiohttp script, 1M rows, concurrency 64: $(python3 bench/baseline_aiohttp.py "$sim_url" "$(input 1000000)" "$work/aiohttp.csv" 64)"
+    stop_sim
+  else
+    echo "reference: python3 aiohttp not installed (pip install aiohttp); skipped"
+  fi
+}
+
+if [ "$big" = "--reference-only" ]; then
+  reference
+  exit 0
+fi
+
 if [ "$big" != "--latency-only" ]; then
 start_sim
 measure "no latency, concurrency 64" "$(job fast "$(input 1000000)" 64)"
@@ -99,4 +133,8 @@ if [ "$big" = "--big" ]; then
   start_sim
   measure "memory, 10M rows, no latency, concurrency 64" "$(job big "$(input 10000000)" 64)"
   stop_sim
+fi
+
+if [ "$big" = "--reference" ]; then
+  reference
 fi
