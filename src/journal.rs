@@ -50,6 +50,10 @@ struct State {
     flushed: u64,
     /// A write that failed; every later one fails with it.
     failed: Option<String>,
+    /// Sealed generations written since the last [`Journal::sync`], and
+    /// whether a generation file was created since then.
+    unsynced: Vec<File>,
+    created: bool,
 }
 
 struct Generation {
@@ -270,6 +274,8 @@ impl Journal {
                 queued: 0,
                 flushed: 0,
                 failed: None,
+                unsynced: Vec::new(),
+                created: true,
             }),
         })
     }
@@ -342,10 +348,37 @@ impl Journal {
         self.flush(&mut state)?;
         let next = Generation::open(&self.dir, self.run, state.current.number + 1)?;
         let old = std::mem::replace(&mut state.current, next);
+        state.created = true;
+        state.unsynced.push(old.file);
         Ok(Some(Sealed {
             number: old.number,
             written: old.written,
         }))
+    }
+
+    /// Makes every line written so far survive power loss: called by the
+    /// store's sync thread, so no call waits for the disk. The store is
+    /// committed only every second; this keeps what a power loss can cost at
+    /// one sync interval.
+    pub fn sync(&self) -> Result<()> {
+        let (current, sealed, created) = {
+            let mut state = self.lock();
+            let current = state.current.file.try_clone()?;
+            let created = std::mem::take(&mut state.created);
+            (current, std::mem::take(&mut state.unsynced), created)
+        };
+        for file in sealed.iter().chain([&current]) {
+            file.sync_data().with_context(|| {
+                format!("syncing the outcome journal in {}", self.dir.display())
+            })?;
+        }
+        if created {
+            // A new file survives power loss only once its folder entry does.
+            File::open(&self.dir)
+                .and_then(|dir| dir.sync_all())
+                .with_context(|| format!("syncing the folder {}", self.dir.display()))?;
+        }
+        Ok(())
     }
 
     /// Deletes a sealed generation whose records are all committed.
@@ -535,5 +568,25 @@ mod tests {
         journal.close().unwrap();
         assert!(files(dir.path(), 5).unwrap().is_empty());
         discard(dir.path(), 5).unwrap();
+    }
+
+    #[test]
+    fn sync_covers_sealed_generations_once_even_after_their_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::create(dir.path(), 6).unwrap();
+        journal.append(&record(1, 1, None)).unwrap();
+        let first = journal.seal().unwrap().unwrap();
+        journal.append(&record(2, 1, None)).unwrap();
+        let second = journal.seal().unwrap().unwrap();
+        assert_eq!(journal.lock().unsynced.len(), 2);
+        // Committed and removed before the sync thread came round to it.
+        journal.remove(first.number).unwrap();
+        journal.sync().unwrap();
+        assert!(journal.lock().unsynced.is_empty());
+        assert!(!journal.lock().created);
+        journal.append(&record(3, 1, None)).unwrap();
+        journal.sync().unwrap();
+        journal.remove(second.number).unwrap();
+        assert_eq!(lines(dir.path(), 6, 2), 1);
     }
 }

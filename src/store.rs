@@ -362,8 +362,9 @@ impl Store {
         Ok(())
     }
 
-    /// Starts fsyncing committed writes every [`SYNC_EVERY`] until the syncer is dropped.
-    pub fn syncer(&self) -> Result<Syncer> {
+    /// Starts fsyncing committed writes every [`SYNC_EVERY`] until the syncer
+    /// is dropped, calling `also` each time (the outcome journal syncs there).
+    pub fn syncer(&self, also: impl Fn() -> Result<()> + Send + 'static) -> Result<Syncer> {
         let conn = Connection::open(&self.path)
             .with_context(|| format!("opening the checkpoint store {}", self.path.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
@@ -378,6 +379,9 @@ impl Store {
                         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     {
                         tracing::debug!("checkpointing the store: {err}");
+                    }
+                    if let Err(err) = also() {
+                        tracing::warn!("{err:#}");
                     }
                 }
             })
