@@ -363,7 +363,9 @@ impl Journal {
     pub fn sync(&self) -> Result<()> {
         let (current, sealed, created) = {
             let mut state = self.lock();
-            let current = state.current.file.try_clone()?;
+            let current = state.current.file.try_clone().with_context(|| {
+                format!("opening the outcome journal in {}", self.dir.display())
+            })?;
             let created = std::mem::take(&mut state.created);
             (current, std::mem::take(&mut state.unsynced), created)
         };

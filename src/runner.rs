@@ -753,8 +753,8 @@ impl OrderQueue {
 
 /// Runs the calls: `concurrency` workers, each taking its next order only once
 /// the outcome of its last call is in the journal. Long-lived workers rather
-/// than a task per call: spawning one, and moving its large future into
-/// place, was a tenth of the call side's user time.
+/// than a task per call: spawning one and moving its large future into place
+/// took about 6 % of the call side's time in a profile.
 async fn dispatch(
     mut batches: tokio::sync::mpsc::UnboundedReceiver<Vec<CallOrder>>,
     client: Arc<RiskClient>,
