@@ -8,7 +8,7 @@
 //! built is either decided again locally or, for calls, in the
 //! [`journal`](crate::journal).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -494,20 +494,26 @@ impl Store {
 
     /// Counts of the run's stored rows by status, level, source and errcode.
     pub fn counts(&self, run: i64) -> Result<RowCounts> {
-        let mut counts = RowCounts::default();
-        let mut stmt = self.conn.prepare(
-            "SELECT status, level, source, errcode, COUNT(*), MAX(checked_at) FROM rows WHERE run = ?1 \
-             GROUP BY status, level, source, errcode",
+        // Grouped here, not by SQLite: its GROUP BY sorts every row of the
+        // run, which for 10,000,000 rows took 10 s and up to `cache_size` of
+        // memory for the sorter; the groups are a few dozen.
+        type Group = (i64, Option<i64>, Option<i64>, Option<i64>);
+        let mut groups: HashMap<Group, (u64, i64)> = HashMap::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT status, level, source, errcode, checked_at FROM rows WHERE run = ?1",
         )?;
         let mut rows = stmt.query([run])?;
         while let Some(r) = rows.next()? {
-            let status = RowStatus::from_code(r.get(0)?).unwrap_or(RowStatus::Failed);
-            let level: Option<i64> = r.get(1)?;
-            let source: Option<i64> = r.get(2)?;
-            let errcode: Option<i64> = r.get(3)?;
-            let n = r.get::<_, i64>(4)? as u64;
-            let last: Option<i64> = r.get(5)?;
-            counts.last_checked_at = counts.last_checked_at.max(last);
+            let group = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            let checked_at: i64 = r.get(4)?;
+            let entry = groups.entry(group).or_insert((0, checked_at));
+            entry.0 += 1;
+            entry.1 = entry.1.max(checked_at);
+        }
+        let mut counts = RowCounts::default();
+        for ((status, level, source, errcode), (n, last)) in groups {
+            let status = RowStatus::from_code(status).unwrap_or(RowStatus::Failed);
+            counts.last_checked_at = counts.last_checked_at.max(Some(last));
             *counts.statuses.entry(status).or_default() += n;
             if status.is_final() {
                 counts.done += n;
@@ -588,6 +594,40 @@ mod tests {
         assert_eq!(counts.done, 2);
         assert_eq!(counts.levels, [0, 0, 0, 1]);
         assert_eq!(counts.statuses[&RowStatus::OpenidExpired], 1);
+    }
+
+    #[test]
+    fn counts_group_every_row_of_the_run_and_only_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let run = store.create_run("job-a", "a", "/in.csv", 2, 1).unwrap();
+        let other = store.create_run("job-b", "b", "/in.csv", 2, 1).unwrap();
+        for row in 1..=5 {
+            store
+                .put_row(run.id, &outcome(row, RowStatus::Ok, Some(3)))
+                .unwrap();
+        }
+        let mut duplicate = outcome(6, RowStatus::Ok, Some(0));
+        duplicate.source = Some(RiskSource::Duplicate);
+        store.put_row(run.id, &duplicate).unwrap();
+        let mut failed = outcome(7, RowStatus::Failed, None);
+        failed.answer.errcode = Some(-1);
+        failed.source = None;
+        store.put_row(run.id, &failed).unwrap();
+        store
+            .put_row(other.id, &outcome(1, RowStatus::Ok, Some(1)))
+            .unwrap();
+        store.commit().unwrap();
+
+        let counts = store.counts(run.id).unwrap();
+        assert_eq!(counts.done, 6, "the failed row is not final");
+        assert_eq!(counts.levels, [1, 0, 0, 5]);
+        assert_eq!(counts.statuses[&RowStatus::Ok], 6);
+        assert_eq!(counts.statuses[&RowStatus::Failed], 1);
+        assert_eq!(counts.sources[&RiskSource::Api], 5);
+        assert_eq!(counts.sources[&RiskSource::Duplicate], 1);
+        assert_eq!(counts.errcodes, BTreeMap::from([(-1, 1)]));
+        assert_eq!(counts.last_checked_at, Some(1007));
     }
 
     #[test]

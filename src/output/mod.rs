@@ -23,7 +23,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sha2::{Digest, Sha256};
 
 pub use atomic::{AtomicFile, write_atomically};
@@ -234,6 +234,11 @@ impl<'a> ResultWriter<'a> {
             let mut props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
                 .set_max_row_group_row_count(Some(128 * 1024))
+                // Statistics per row group, not per page: the page index is
+                // kept in memory until the file is closed, which made the
+                // writer's memory grow with the input (17 MB more for
+                // 10,000,000 rows than for 1,000,000).
+                .set_statistics_enabled(EnabledStatistics::Chunk)
                 .set_key_value_metadata(Some(vec![
                     KeyValue::new("riskbatch.run_id".into(), plan.run_id.to_string()),
                     KeyValue::new("riskbatch.partial".into(), plan.partial.to_string()),
