@@ -495,8 +495,9 @@ impl Store {
     /// Counts of the run's stored rows by status, level, source and errcode.
     pub fn counts(&self, run: i64) -> Result<RowCounts> {
         // Grouped here, not by SQLite: its GROUP BY sorts every row of the
-        // run, which for 10,000,000 rows took 10 s and up to `cache_size` of
-        // memory for the sorter; the groups are a few dozen.
+        // run, with up to `cache_size` of memory for the sorter. For a
+        // 10,000,000-row run `riskbatch status` took 11.7 s and 149 MB with
+        // it, 4.7 s and 84 MB without; the groups are a few dozen.
         type Group = (i64, Option<i64>, Option<i64>, Option<i64>);
         let mut groups: HashMap<Group, (u64, i64)> = HashMap::new();
         let mut stmt = self.conn.prepare_cached(
