@@ -34,8 +34,9 @@ use crate::wechat::{RequestKey, RiskRequest};
 
 /// Commit at least this often. Every commit writes each page it changed, and
 /// the answers index changes pages all over (its keys are hashes): at 200 ms
-/// the WAL took one 4 KiB page per row and the client spent a tenth more
-/// CPU per row. The journal keeps every outcome durable meanwhile.
+/// a 200,000-row run wrote 148,455 WAL pages, and on 10,000,000 rows the
+/// client spent 58 µs of CPU per row against 48–53 at 1 s. The journal keeps
+/// every outcome durable meanwhile.
 const COMMIT_EVERY: Duration = Duration::from_millis(1000);
 /// ... or after this many writes, whichever comes first.
 const COMMIT_ROWS: usize = 100_000;
