@@ -376,9 +376,7 @@ impl Journal {
         }
         if created {
             // A new file survives power loss only once its folder entry does.
-            File::open(&self.dir)
-                .and_then(|dir| dir.sync_all())
-                .with_context(|| format!("syncing the folder {}", self.dir.display()))?;
+            crate::output::sync_folder(&self.dir);
         }
         Ok(())
     }

@@ -372,6 +372,8 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("riskbatch-sync".into())
             .spawn(move || {
+                // Said once per spell of failures, not every 200 ms.
+                let mut failing = false;
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(SYNC_EVERY)
                 {
@@ -380,8 +382,13 @@ impl Store {
                     {
                         tracing::debug!("checkpointing the store: {err}");
                     }
-                    if let Err(err) = also() {
-                        tracing::warn!("{err:#}");
+                    match also() {
+                        Err(err) if !failing => {
+                            tracing::warn!("{err:#}");
+                            failing = true;
+                        }
+                        Err(_) => {}
+                        Ok(()) => failing = false,
                     }
                 }
             })

@@ -50,8 +50,8 @@ impl AtomicFile {
             )
         })?;
         if let Some(dir) = self.target.parent() {
-            // Makes the rename itself durable; not every filesystem allows it.
-            let _ = File::open(dir).and_then(|d| d.sync_all());
+            // Makes the rename itself durable.
+            sync_folder(dir);
         }
         self.committed = true;
         Ok(self.target.clone())
@@ -64,6 +64,12 @@ impl Drop for AtomicFile {
             let _ = std::fs::remove_file(&self.temporary);
         }
     }
+}
+
+/// Makes the entries of `dir` (a new or renamed file) survive power loss, as
+/// far as the filesystem allows: not every one lets a folder be synced.
+pub fn sync_folder(dir: &Path) {
+    let _ = File::open(dir).and_then(|d| d.sync_all());
 }
 
 /// Writes `bytes` to `target` atomically.

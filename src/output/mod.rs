@@ -26,7 +26,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sha2::{Digest, Sha256};
 
-pub use atomic::{AtomicFile, write_atomically};
+pub use atomic::{AtomicFile, sync_folder, write_atomically};
 
 use crate::outcome::{RowOutcome, label};
 

@@ -256,7 +256,7 @@ impl RiskClient {
                 match tokio::time::timeout(self.timeout, transport.post_json(&target, body)).await {
                     Ok(exchange) => {
                         let exchange = exchange?;
-                        (exchange.status.as_u16(), exchange.body)
+                        (exchange.status, exchange.body)
                     }
                     Err(_) => return Err(format!("timeout: no answer within {:?}", self.timeout)),
                 }
@@ -270,7 +270,7 @@ impl RiskClient {
                     .send()
                     .await
                     .map_err(|err| reqwest_message(&err))?;
-                let status = response.status().as_u16();
+                let status = response.status();
                 let body = response
                     .bytes()
                     .await
@@ -278,10 +278,7 @@ impl RiskClient {
                 (status, body)
             }
         };
-        if !(200..300).contains(&status) {
-            let status = hyper::StatusCode::from_u16(status)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|_| status.to_string());
+        if !status.is_success() {
             return Err(format!("HTTP {status}"));
         }
         Reply::parse(&body)
