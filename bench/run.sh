@@ -63,21 +63,28 @@ TOML
 }
 
 measure() { # label job -> one line of figures
-  local label=$1 jobfile=$2 started ended
+  local label=$1 jobfile=$2 started ended sim_cpu0 sim_cpu1
+  sim_cpu0=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
   started=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$work/rss" "$bin" run "$jobfile" --progress never >/dev/null 2>"$work/stderr" || {
+  /usr/bin/time -f "%M %U %S" -o "$work/rss" "$bin" run "$jobfile" --progress never >/dev/null 2>"$work/stderr" || {
     echo "$label: run failed"; cat "$work/stderr"; return 1; }
   ended=$(date +%s.%N)
+  sim_cpu1=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
   local summary=$work/out-$(basename "$jobfile" .toml)/summary.json
-  python3 - "$label" "$summary" "$(cat "$work/rss")" "$started" "$ended" "$sim_url" <<'PY'
+  python3 - "$label" "$summary" "$(cat "$work/rss")" "$started" "$ended" "$sim_url" "$sim_cpu0" "$sim_cpu1" <<'PY'
 import json, sys, urllib.request
-label, path, rss, t0, t1, url = sys.argv[1:]
+label, path, usage, t0, t1, url, sim0, sim1 = sys.argv[1:]
+rss, user, system = usage.split()
 s = json.load(open(path))
 stats = json.load(urllib.request.urlopen(url + "/_sim/stats"))
 wall = float(t1) - float(t0)
-print(f"{label}: {s['rows']['total']} rows, wall {wall:.1f}s, {s['rows']['total']/wall:,.0f} rows/s "
+rows = s['rows']['total']
+per_row = lambda seconds: seconds / rows * 1e6
+print(f"{label}: {rows} rows, wall {wall:.1f}s, {rows/wall:,.0f} rows/s "
       f"(summary: {s['rows_per_second']:,.0f} rows/s over {s['elapsed_seconds']}s), "
       f"{s['calls']['sent']} calls, peak RSS {int(rss)/1024:.0f} MiB, "
+      f"CPU per row: riskbatch {per_row(float(user) + float(system)):.1f} us (kernel {per_row(float(system)):.1f}), "
+      f"simulator {per_row((int(sim1) - int(sim0)) / 100):.1f} us, "
       f"sim: {stats['risk_requests']} requests, max sends per request {stats['max_sends_per_request']}, "
       f"max in 1 s {stats['max_requests_in_1s']}")
 PY
@@ -93,10 +100,20 @@ reference() {
       -d '{"grant_type":"client_credential","appid":"wxbench","secret":"bench-secret"}' |
       python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
     sim_pid_cpu0=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
-    rate=$(SIM_TOKEN=$token wrk -t1 -c64 -d10s -s bench/wrk-risk.lua "$sim_url" | awk '/Requests\/sec/ {print $2}')
+    rate=$(SIM_TOKEN=$token /usr/bin/time -f "%U %S" -o "$work/wrk-cpu" wrk -t1 -c64 -d10s -s bench/wrk-risk.lua "$sim_url" | awk '/Requests\/sec/ {print $2}')
     sim_pid_cpu1=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
-    python3 -c "import sys; r=float(sys.argv[1]); c=(int(sys.argv[3])-int(sys.argv[2]))/100; print(f'reference: wrk -t1 -c64 against the simulator: {r:,.0f} requests/s, simulator CPU {c/(r*10)*1e6:.1f} us per request')" \
-      "$rate" "$sim_pid_cpu0" "$sim_pid_cpu1"
+    # The bare exchange's CPU bounds any client that shares these cores with
+    # the simulator: 2 cores / (wrk + simulator CPU per request).
+    python3 - "$rate" "$sim_pid_cpu0" "$sim_pid_cpu1" "$(cat "$work/wrk-cpu")" "$(nproc)" <<'PY'
+import sys
+rate, sim0, sim1, wrk_cpu, cores = sys.argv[1:]
+requests = float(rate) * 10
+sim = (int(sim1) - int(sim0)) / 100 / requests * 1e6
+wrk = sum(map(float, wrk_cpu.split())) / requests * 1e6
+print(f"reference: wrk -t1 -c64 against the simulator: {float(rate):,.0f} requests/s; CPU per request: "
+      f"wrk {wrk:.1f} us, simulator {sim:.1f} us; with every core busy, a client that only "
+      f"exchanges HTTP could reach at most {int(cores) / (wrk + sim) * 1e6:,.0f} requests/s here")
+PY
   else
     echo "reference: wrk not installed (apt-get install wrk); skipped"
   fi
