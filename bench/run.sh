@@ -66,12 +66,12 @@ measure() { # label job -> one line of figures
   local label=$1 jobfile=$2 started ended sim_cpu0 sim_cpu1
   sim_cpu0=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
   started=$(date +%s.%N)
-  /usr/bin/time -f "%M %U %S" -o "$work/rss" "$bin" run "$jobfile" --progress never >/dev/null 2>"$work/stderr" || {
+  /usr/bin/time -f "%M %U %S" -o "$work/usage" "$bin" run "$jobfile" --progress never >/dev/null 2>"$work/stderr" || {
     echo "$label: run failed"; cat "$work/stderr"; return 1; }
   ended=$(date +%s.%N)
   sim_cpu1=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
   local summary=$work/out-$(basename "$jobfile" .toml)/summary.json
-  python3 - "$label" "$summary" "$(cat "$work/rss")" "$started" "$ended" "$sim_url" "$sim_cpu0" "$sim_cpu1" <<'PY'
+  python3 - "$label" "$summary" "$(cat "$work/usage")" "$started" "$ended" "$sim_url" "$sim_cpu0" "$sim_cpu1" <<'PY'
 import json, sys, urllib.request
 label, path, usage, t0, t1, url, sim0, sim1 = sys.argv[1:]
 rss, user, system = usage.split()
@@ -95,19 +95,19 @@ echo "# riskbatch benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
 reference() {
   start_sim
   if command -v wrk >/dev/null; then
-    local token sim_pid_cpu0 sim_pid_cpu1 rate
+    local token sim_pid_cpu0 sim_pid_cpu1 rate wrk_seconds=10
     token=$(curl -s -X POST "$sim_url/cgi-bin/stable_token" \
       -d '{"grant_type":"client_credential","appid":"wxbench","secret":"bench-secret"}' |
       python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
     sim_pid_cpu0=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
-    rate=$(SIM_TOKEN=$token /usr/bin/time -f "%U %S" -o "$work/wrk-cpu" wrk -t1 -c64 -d10s -s bench/wrk-risk.lua "$sim_url" | awk '/Requests\/sec/ {print $2}')
+    rate=$(SIM_TOKEN=$token /usr/bin/time -f "%U %S" -o "$work/wrk-cpu" wrk -t1 -c64 -d"${wrk_seconds}s" -s bench/wrk-risk.lua "$sim_url" | awk '/Requests\/sec/ {print $2}')
     sim_pid_cpu1=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
-    # The bare exchange's CPU bounds any client that shares these cores with
-    # the simulator: 2 cores / (wrk + simulator CPU per request).
-    python3 - "$rate" "$sim_pid_cpu0" "$sim_pid_cpu1" "$(cat "$work/wrk-cpu")" "$(nproc)" <<'PY'
+    # The bare exchange's CPU bounds any client that shares the machine's
+    # cores with the simulator: cores / (wrk + simulator CPU per request).
+    python3 - "$rate" "$wrk_seconds" "$sim_pid_cpu0" "$sim_pid_cpu1" "$(cat "$work/wrk-cpu")" "$(nproc)" <<'PY'
 import sys
-rate, sim0, sim1, wrk_cpu, cores = sys.argv[1:]
-requests = float(rate) * 10
+rate, seconds, sim0, sim1, wrk_cpu, cores = sys.argv[1:]
+requests = float(rate) * int(seconds)
 sim = (int(sim1) - int(sim0)) / 100 / requests * 1e6
 wrk = sum(map(float, wrk_cpu.split())) / requests * 1e6
 print(f"reference: wrk -t1 -c64 against the simulator: {float(rate):,.0f} requests/s; CPU per request: "
