@@ -4,9 +4,10 @@
 #   2. rows/s with 50 ms latency at concurrency 64, against the ideal 64/0.05 = 1280/s
 #   3. a second invocation of the completed 1M-row run (no call expected)
 #   4. peak memory (max RSS) on 1M and 10M-row inputs (10M only with --big)
-#   5. for reference, on the same machine and simulator: wrk's request rate (the
-#      simulator's own ceiling) and a plain asyncio+aiohttp script (bench/baseline_aiohttp.py)
-#      on the same 1M rows (--reference, or alone with --reference-only; needs wrk and aiohttp)
+#   5. for reference, on the same machine and simulator: wrk's request rate with no
+#      latency (the simulator's own ceiling, and the CPU a bare exchange costs) and with
+#      50 ms, and a plain asyncio+aiohttp script (bench/baseline_aiohttp.py) on the same
+#      1M rows (--reference, or alone with --reference-only; needs wrk and aiohttp)
 # Usage: bench/run.sh [--big | --latency-only | --reference | --reference-only]
 # Figures go to stdout; work files to target/bench.
 set -euo pipefail
@@ -92,13 +93,17 @@ PY
 
 echo "# riskbatch benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
 
+sim_token() {
+  curl -s -X POST "$sim_url/cgi-bin/stable_token" \
+    -d '{"grant_type":"client_credential","appid":"wxbench","secret":"bench-secret"}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+}
+
 reference() {
-  start_sim
   if command -v wrk >/dev/null; then
     local token sim_pid_cpu0 sim_pid_cpu1 rate wrk_seconds=10
-    token=$(curl -s -X POST "$sim_url/cgi-bin/stable_token" \
-      -d '{"grant_type":"client_credential","appid":"wxbench","secret":"bench-secret"}' |
-      python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+    start_sim
+    token=$(sim_token)
     sim_pid_cpu0=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
     rate=$(SIM_TOKEN=$token /usr/bin/time -f "%U %S" -o "$work/wrk-cpu" wrk -t1 -c64 -d"${wrk_seconds}s" -s bench/wrk-risk.lua "$sim_url" | awk '/Requests\/sec/ {print $2}')
     sim_pid_cpu1=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
@@ -114,10 +119,17 @@ print(f"reference: wrk -t1 -c64 against the simulator: {float(rate):,.0f} reques
       f"wrk {wrk:.1f} us, simulator {sim:.1f} us; with every core busy, a client that only "
       f"exchanges HTTP could reach at most {int(cores) / (wrk + sim) * 1e6:,.0f} requests/s here")
 PY
+    stop_sim
+    # What the simulator's latency allows: the timer fires a little late under load.
+    start_sim --latency 50ms
+    token=$(sim_token)
+    SIM_TOKEN=$token wrk -t1 -c64 -d"${wrk_seconds}s" --latency -s bench/wrk-risk.lua "$sim_url" |
+      awk '/^ +Latency +[0-9]/ {mean=$2} /Requests\/sec/ {rate=$2}
+           END {printf "reference: wrk -t1 -c64 against the simulator with 50 ms latency: %\047.0f requests/s = %.1f %% of 64 / 0.05 s (mean latency %s)\n", rate, rate / 12.8, mean}'
+    stop_sim
   else
     echo "reference: wrk not installed (apt-get install wrk); skipped"
   fi
-  stop_sim
   if python3 -c 'import aiohttp' 2>/dev/null; then
     start_sim
     echo "reference: asyncio+aiohttp script, 1M rows, concurrency 64: $(python3 bench/baseline_aiohttp.py "$sim_url" "$(input 1000000)" "$work/aiohttp.csv" 64)"
