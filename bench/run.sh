@@ -33,6 +33,9 @@ start_sim() {
   for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
   sim_url=$(head -1 "$work/sim.out" | awk '{print $NF}')
 }
+sim_cpu() { # CPU seconds the simulator has used so far
+  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$sim_pid/stat"
+}
 stop_sim() { kill "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true; }
 trap stop_sim EXIT
 
@@ -65,12 +68,12 @@ TOML
 
 measure() { # label job -> one line of figures
   local label=$1 jobfile=$2 started ended sim_cpu0 sim_cpu1
-  sim_cpu0=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
+  sim_cpu0=$(sim_cpu)
   started=$(date +%s.%N)
   /usr/bin/time -f "%M %U %S" -o "$work/usage" "$bin" run "$jobfile" --progress never >/dev/null 2>"$work/stderr" || {
     echo "$label: run failed"; cat "$work/stderr"; return 1; }
   ended=$(date +%s.%N)
-  sim_cpu1=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
+  sim_cpu1=$(sim_cpu)
   local summary=$work/out-$(basename "$jobfile" .toml)/summary.json
   python3 - "$label" "$summary" "$(cat "$work/usage")" "$started" "$ended" "$sim_url" "$sim_cpu0" "$sim_cpu1" <<'PY'
 import json, sys, urllib.request
@@ -85,7 +88,7 @@ print(f"{label}: {rows} rows, wall {wall:.1f}s, {rows/wall:,.0f} rows/s "
       f"(summary: {s['rows_per_second']:,.0f} rows/s over {s['elapsed_seconds']}s), "
       f"{s['calls']['sent']} calls, peak RSS {int(rss)/1024:.0f} MiB, "
       f"CPU per row: riskbatch {per_row(float(user) + float(system)):.1f} us (kernel {per_row(float(system)):.1f}), "
-      f"simulator {per_row((int(sim1) - int(sim0)) / 100):.1f} us, "
+      f"simulator {per_row(float(sim1) - float(sim0)):.1f} us, "
       f"sim: {stats['risk_requests']} requests, max sends per request {stats['max_sends_per_request']}, "
       f"max in 1 s {stats['max_requests_in_1s']}")
 PY
@@ -101,19 +104,19 @@ sim_token() {
 
 reference() {
   if command -v wrk >/dev/null; then
-    local token sim_pid_cpu0 sim_pid_cpu1 rate wrk_seconds=10
+    local token sim_cpu0 sim_cpu1 rate wrk_seconds=10
     start_sim
     token=$(sim_token)
-    sim_pid_cpu0=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
+    sim_cpu0=$(sim_cpu)
     rate=$(SIM_TOKEN=$token /usr/bin/time -f "%U %S" -o "$work/wrk-cpu" wrk -t1 -c64 -d"${wrk_seconds}s" -s bench/wrk-risk.lua "$sim_url" | awk '/Requests\/sec/ {print $2}')
-    sim_pid_cpu1=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
+    sim_cpu1=$(sim_cpu)
     # The bare exchange's CPU bounds any client that shares the machine's
     # cores with the simulator: cores / (wrk + simulator CPU per request).
-    python3 - "$rate" "$wrk_seconds" "$sim_pid_cpu0" "$sim_pid_cpu1" "$(cat "$work/wrk-cpu")" "$(nproc)" <<'PY'
+    python3 - "$rate" "$wrk_seconds" "$sim_cpu0" "$sim_cpu1" "$(cat "$work/wrk-cpu")" "$(nproc)" <<'PY'
 import sys
 rate, seconds, sim0, sim1, wrk_cpu, cores = sys.argv[1:]
 requests = float(rate) * int(seconds)
-sim = (int(sim1) - int(sim0)) / 100 / requests * 1e6
+sim = (float(sim1) - float(sim0)) / requests * 1e6
 wrk = sum(map(float, wrk_cpu.split())) / requests * 1e6
 print(f"reference: wrk -t1 -c64 against the simulator: {float(rate):,.0f} requests/s; CPU per request: "
       f"wrk {wrk:.1f} us, simulator {sim:.1f} us; with every core busy, a client that only "
@@ -124,8 +127,8 @@ PY
     start_sim --latency 50ms
     token=$(sim_token)
     SIM_TOKEN=$token wrk -t1 -c64 -d"${wrk_seconds}s" --latency -s bench/wrk-risk.lua "$sim_url" |
-      awk '/^ +Latency +[0-9]/ {mean=$2} /Requests\/sec/ {rate=$2}
-           END {printf "reference: wrk -t1 -c64 against the simulator with 50 ms latency: %\047.0f requests/s = %.1f %% of 64 / 0.05 s (mean latency %s)\n", rate, rate / 12.8, mean}'
+      awk -v ideal=1280 '/^ +Latency +[0-9]/ {mean=$2} /Requests\/sec/ {rate=$2}
+           END {printf "reference: wrk -t1 -c64 against the simulator with 50 ms latency: %.0f requests/s = %.1f %% of 64 / 0.05 s (mean latency %s)\n", rate, 100 * rate / ideal, mean}'
     stop_sim
   else
     echo "reference: wrk not installed (apt-get install wrk); skipped"

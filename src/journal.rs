@@ -366,6 +366,9 @@ impl Journal {
             let current = state.current.file.try_clone().with_context(|| {
                 format!("opening the outcome journal in {}", self.dir.display())
             })?;
+            // Taken even if a sync below fails: after a failed fsync Linux may
+            // have dropped the dirty pages, so a retry could report success for
+            // lines that are gone. The sync thread's warning is what remains.
             let created = std::mem::take(&mut state.created);
             (current, std::mem::take(&mut state.unsynced), created)
         };
