@@ -123,7 +123,7 @@ print(f"reference: wrk -t1 -c64 against the simulator: {float(rate):,.0f} reques
       f"exchanges HTTP could reach at most {int(cores) / (wrk + sim) * 1e6:,.0f} requests/s here")
 PY
     stop_sim
-    # What the simulator's latency allows: the timer fires a little late under load.
+    # What any client can get at 50 ms: under load the simulator's replies take a little longer.
     start_sim --latency 50ms
     token=$(sim_token)
     SIM_TOKEN=$token wrk -t1 -c64 -d"${wrk_seconds}s" --latency -s bench/wrk-risk.lua "$sim_url" |
