@@ -27,6 +27,7 @@ pub mod redact;
 pub mod results;
 pub mod runner;
 pub mod sim;
+pub mod state;
 pub mod store;
 pub mod summary;
 pub mod wechat;

@@ -2,10 +2,9 @@
 //! input and the checkpoint store, chunk by chunk), the clusters, and
 //! `summary.json`.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_schema::DataType;
@@ -15,7 +14,8 @@ use crate::clusters::{CLUSTER_FIELDS, Cluster, ClusterCounter};
 use crate::input::InputFile;
 use crate::job::{API_FIELDS, Job};
 use crate::outcome::{Answer, RowOutcome, RowStatus};
-use crate::output::{Masker, OutputPlan, ResultWriter};
+use crate::output::owner::{ResultsOf, results_present};
+use crate::output::{Masker, OutputOwner, OutputPlan, ResultWriter};
 use crate::store::{RunRecord, Store};
 use crate::summary::{RunState, Summary, SummaryInput};
 
@@ -31,7 +31,7 @@ pub fn write_results(
     let masker = if job.output.mask.is_empty() {
         None
     } else {
-        Some(Masker::new(mask_salt(&job.state_dir)?))
+        Some(Masker::new(crate::state::mask_salt(&job.state_dir)?))
     };
     let mask: Vec<usize> = job
         .output
@@ -39,6 +39,7 @@ pub fn write_results(
         .iter()
         .filter_map(|c| input.schema.index_of(c).ok())
         .collect();
+    let owner = owner(job, run);
     let mut writer = ResultWriter::create(
         OutputPlan {
             dir: &job.output.dir,
@@ -54,7 +55,7 @@ pub fn write_results(
                 .filter_map(|field| job.column(field).map(str::to_string))
                 .collect(),
             partial,
-            run_id: &run.run_id,
+            owner: &owner,
         },
         &input.schema,
     )?;
@@ -117,33 +118,12 @@ pub fn write_results(
     Ok((paths, top))
 }
 
-/// The job's masking salt: random, made once, kept beside the checkpoint
-/// (mode 0600) so that hashes stay comparable across runs of the job.
-fn mask_salt(state_dir: &Path) -> Result<Vec<u8>> {
-    let path = state_dir.join("mask.salt");
-    if let Ok(salt) = std::fs::read(&path)
-        && salt.len() >= 16
-    {
-        return Ok(salt);
-    }
-    let mut salt = vec![0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut salt))
-        .context("reading /dev/urandom for the masking salt")?;
-    std::fs::create_dir_all(state_dir)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
-        Ok(mut file) => {
-            std::io::Write::write_all(&mut file, &salt)?;
-            file.sync_all()?;
-            Ok(salt)
-        }
-        // Another process made it first: use theirs.
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(std::fs::read(&path)?),
-        Err(err) => Err(err).with_context(|| format!("creating {}", path.display())),
+/// Who the outputs of `run` belong to.
+pub fn owner(job: &Job, run: &RunRecord) -> OutputOwner {
+    OutputOwner {
+        job: job.name.clone(),
+        run_id: run.run_id.clone(),
+        fingerprint: run.fingerprint.clone(),
     }
 }
 
@@ -162,33 +142,54 @@ pub struct Invocation {
     pub calls_sent: u64,
 }
 
+/// How an invocation ends, for the summary.
+pub struct Ending {
+    pub state: RunState,
+    pub pause_reason: Option<crate::outcome::PauseReason>,
+    pub error: Option<String>,
+    /// The result files were written from an unfinished run.
+    pub partial: bool,
+    pub clusters: Vec<Cluster>,
+    /// Result files written by this invocation; none keeps those present.
+    pub outputs: Vec<PathBuf>,
+}
+
 /// Builds and writes `summary.json`; returns it for printing.
-#[allow(clippy::too_many_arguments)]
 pub fn write_summary(
     job: &Job,
     store: &Store,
     run_id: i64,
-    state: RunState,
-    pause_reason: Option<crate::outcome::PauseReason>,
-    error: Option<String>,
-    partial: bool,
-    clusters: Vec<Cluster>,
-    outputs: &[PathBuf],
+    ending: Ending,
     invocation: &Invocation,
 ) -> Result<Summary> {
     let run = store.run_by_id(run_id)?;
     let counts = store.counts(run_id)?;
+    let outputs: Vec<String> = ending
+        .outputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let results_of = if outputs.is_empty() {
+        results_present(&job.output.dir, &job.name)
+    } else {
+        Some(ResultsOf {
+            run_id: run.run_id.clone(),
+            partial: ending.partial,
+            files: outputs.clone(),
+        })
+    };
     let summary = Summary::build(SummaryInput {
         job: &job.name,
         run: &run,
         counts: &counts,
         chunks_done: store.chunks_done_count(run_id)?,
-        state,
-        pause_reason,
-        error,
-        partial,
-        clusters,
-        outputs: outputs.iter().map(|p| p.display().to_string()).collect(),
+        state: ending.state,
+        pause_reason: ending.pause_reason,
+        error: ending.error,
+        partial: ending.partial,
+        clusters: ending.clusters,
+        outputs,
+        results_of,
         started_at: invocation.started_at,
         finished_at: now_ms(),
         rows_this_invocation: invocation.rows_decided,

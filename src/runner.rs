@@ -399,7 +399,16 @@ impl<'a> Runner<'a> {
                 return Ok(None);
             }
             match chunks.recv() {
-                Ok(chunk) => self.start_chunk(chunk?)?,
+                Ok(Ok(chunk)) => self.start_chunk(chunk)?,
+                Ok(Err(err)) => {
+                    // Damage found mid-file: what is done so far is kept,
+                    // and the calls in flight finish.
+                    self.chunks = None;
+                    if !matches!(self.stop, Some(RunEnd::Failed(_))) {
+                        self.stop = Some(RunEnd::Failed(format!("{err:#}")));
+                    }
+                    return Ok(None);
+                }
                 Err(_) => {
                     self.chunks = None;
                     return Ok(None);
@@ -843,7 +852,8 @@ fn call_record(order: &CallOrder, result: &CallResult) -> Option<CallRecord> {
             None,
         ),
     };
-    let source = if answer.status.is_final() {
+    // SPEC §4: no source for a row the API could not take (HTTP 413).
+    let source = if answer.status.is_final() && answer.status != RowStatus::InvalidInput {
         source
     } else {
         None

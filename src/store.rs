@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS runs (
     last_activity INTEGER NOT NULL,
     calls_sent    INTEGER NOT NULL DEFAULT 0,
     retries       INTEGER NOT NULL DEFAULT 0,
-    clusters      TEXT
+    clusters      TEXT,
+    lines_total   INTEGER
 );
 CREATE TABLE IF NOT EXISTS chunks (
     run     INTEGER NOT NULL,
@@ -68,6 +69,8 @@ pub struct RunRecord {
     pub fingerprint: String,
     pub input_path: String,
     pub rows_total: Option<u64>,
+    /// Physical lines of a CSV input, the header included.
+    pub lines_total: Option<u64>,
     pub chunk_size: u32,
     pub created_at: i64,
     pub completed_at: Option<i64>,
@@ -119,6 +122,10 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     in_transaction: bool,
+    /// A commit that failed: its batch was rolled back, and nothing more is
+    /// committed by this process — what it held is in the outcome journal,
+    /// replayed once by the next invocation, so nothing is counted twice.
+    failed_commit: Option<String>,
 }
 
 /// How often a [`Syncer`] fsyncs the committed writes.
@@ -145,13 +152,34 @@ fn to_i64(v: u64) -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store of a job in `dir`.
+    /// Opens (creating if needed) the store of a job in `dir`. Every error
+    /// names the file.
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the state folder {}", dir.display()))?;
         let path = dir.join("checkpoint.sqlite");
-        let conn = Connection::open(&path)
-            .with_context(|| format!("opening the checkpoint store {}", path.display()))?;
+        let conn = Self::connect(&path).with_context(|| {
+            format!(
+                "the checkpoint store {} cannot be opened (damaged, not a riskbatch checkpoint, or not readable)",
+                path.display()
+            )
+        })?;
+        #[cfg(unix)]
+        for file in [path.clone(), dir.join("checkpoint.sqlite-wal")] {
+            use std::os::unix::fs::PermissionsExt;
+            // It holds openids and unmasked columns.
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(Store {
+            conn,
+            path,
+            in_transaction: false,
+            failed_commit: None,
+        })
+    }
+
+    fn connect(path: &Path) -> Result<Connection> {
+        let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         // The bundled SQLite has STAT4, which re-prepares a statement whenever a
         // bound value changes; the plans here never depend on values, and the
@@ -168,22 +196,29 @@ impl Store {
         // Checkpoints belong to the Syncer; this is only a safety net.
         conn.pragma_update(None, "wal_autocheckpoint", 50_000)?;
         conn.pragma_update(None, "cache_size", -65536)?;
-        // temp_store stays on disk: the summary's GROUP BY sorts every row of
-        // the run, and an in-memory sorter made memory grow with the input.
-        conn.execute_batch(SCHEMA)
-            .with_context(|| format!("preparing the checkpoint store {}", path.display()))?;
+        conn.execute_batch(SCHEMA)?;
+        let has_lines: bool = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'lines_total'",
+            [],
+            |row| row.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !has_lines {
+            conn.execute_batch("ALTER TABLE runs ADD COLUMN lines_total INTEGER")?;
+        }
+        // A damaged file can open and still fail on its first real read.
+        conn.query_row("SELECT count(*) FROM runs", [], |_| Ok(()))?;
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(Store {
-            conn,
-            path,
-            in_transaction: false,
-        })
+        Ok(conn)
     }
 
     /// Opens the job's store only if it exists: reading commands never create state.
     pub fn open_existing(dir: &Path) -> Result<Option<Store>> {
         if dir.join("checkpoint.sqlite").exists() {
-            Store::open(dir).map(Some)
+            Store::open(dir).map(Some).map_err(|err| {
+                crate::exit::usage(format!(
+                    "{err:#}; restore it from a backup, or `riskbatch run --fresh` moves it aside and starts over"
+                ))
+            })
         } else {
             Ok(None)
         }
@@ -206,11 +241,12 @@ impl Store {
             last_activity: row.get(8)?,
             calls_sent: row.get::<_, i64>(9)? as u64,
             retries: row.get::<_, i64>(10)? as u64,
+            lines_total: row.get::<_, Option<i64>>(11)?.map(|v| v as u64),
         })
     }
 
     const RUN_COLUMNS: &str = "id, run_id, fingerprint, input_path, rows_total, chunk_size, created_at, \
-                               completed_at, last_activity, calls_sent, retries";
+                               completed_at, last_activity, calls_sent, retries, lines_total";
 
     pub fn find_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
         let sql = format!("SELECT {} FROM runs WHERE run_id = ?1", Self::RUN_COLUMNS);
@@ -333,6 +369,9 @@ impl Store {
 
     /// Starts the batch transaction that the next writes join.
     pub fn begin(&mut self) -> Result<()> {
+        if let Some(failed) = &self.failed_commit {
+            anyhow::bail!("{failed}");
+        }
         if !self.in_transaction {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
             self.in_transaction = true;
@@ -343,11 +382,25 @@ impl Store {
     /// Commits everything written since [`begin`](Self::begin): it survives a
     /// crash of this process at once, and power loss after the next sync.
     pub fn commit(&mut self) -> Result<()> {
+        if let Some(failed) = &self.failed_commit {
+            anyhow::bail!("{failed}");
+        }
         if self.in_transaction {
-            self.conn.execute_batch("COMMIT").with_context(|| {
-                format!("committing the checkpoint store {}", self.path.display())
-            })?;
             self.in_transaction = false;
+            if let Err(err) = self.conn.execute_batch("COMMIT") {
+                // SQLite may keep the transaction open after a failed COMMIT
+                // (a full disk); committing it later along with new writes
+                // counted its calls twice.
+                let _ = self.conn.execute_batch("ROLLBACK");
+                let message = format!(
+                    "committing the checkpoint store {} failed ({err}); the finished calls are kept \
+                     in the outcome journal beside it and recovered by the next run — free space \
+                     or fix the folder, then run again",
+                    self.path.display()
+                );
+                self.failed_commit = Some(message.clone());
+                anyhow::bail!(message);
+            }
         }
         Ok(())
     }
@@ -450,11 +503,11 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_rows_total(&mut self, run: i64, rows: u64) -> Result<()> {
+    pub fn set_input_count(&mut self, run: i64, rows: u64, lines: Option<u64>) -> Result<()> {
         self.begin()?;
         self.conn.execute(
-            "UPDATE runs SET rows_total = ?2 WHERE id = ?1",
-            params![run, to_i64(rows)],
+            "UPDATE runs SET rows_total = ?2, lines_total = ?3 WHERE id = ?1",
+            params![run, to_i64(rows), lines.map(to_i64)],
         )?;
         Ok(())
     }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::clock::iso_ms;
 use crate::clusters::Cluster;
 use crate::outcome::{PauseReason, RiskSource, RowStatus};
+use crate::output::owner::ResultsOf;
 use crate::output::write_atomically;
 use crate::store::{RowCounts, RunRecord};
 
@@ -49,7 +50,11 @@ pub struct Summary {
     pub errcodes: BTreeMap<String, u64>,
     pub chunks: ChunksSummary,
     pub clusters: Vec<Cluster>,
+    /// Files written by this invocation.
     pub outputs: Vec<String>,
+    /// The result files in the output folder and the run they come from
+    /// (they may be an earlier run's: results are written when a run completes).
+    pub results_of: Option<ResultsOf>,
     pub run_started_at: String,
     pub started_at: String,
     pub finished_at: String,
@@ -62,6 +67,9 @@ pub struct InputSummary {
     pub path: String,
     pub fingerprint: String,
     pub rows: u64,
+    /// Physical lines read, the header included (none for Parquet): more
+    /// lines than rows + 1 means quoted line breaks or blank lines.
+    pub lines: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -103,6 +111,7 @@ pub struct SummaryInput<'a> {
     pub partial: bool,
     pub clusters: Vec<Cluster>,
     pub outputs: Vec<String>,
+    pub results_of: Option<ResultsOf>,
     pub started_at: i64,
     pub finished_at: i64,
     pub rows_this_invocation: u64,
@@ -126,6 +135,7 @@ impl Summary {
                 path: s.run.input_path.clone(),
                 fingerprint: s.run.fingerprint.clone(),
                 rows: total,
+                lines: s.run.lines_total,
             },
             rows: RowsSummary {
                 total,
@@ -165,6 +175,7 @@ impl Summary {
             },
             clusters: s.clusters,
             outputs: s.outputs,
+            results_of: s.results_of,
             run_started_at: iso_ms(s.run.created_at),
             started_at: iso_ms(s.started_at),
             finished_at: iso_ms(s.finished_at),

@@ -20,6 +20,9 @@ const SHOW_BAD_ROWS: usize = 5;
 pub fn execute(args: JobArgs) -> Result<Exit> {
     let (job, input) = super::load(&args)?;
     let lists = Lists::load(&job)?;
+    crate::state::check_folder(&job, false)?;
+    crate::cmd::run::check_output_folder(&job)?;
+    let count = input.count()?;
     let store = Store::open_existing(&job.state_dir)?;
     let fingerprint = input::fingerprint(&input.path)?;
     let run = match &store {
@@ -91,6 +94,18 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
             run.run_id
         ),
         None => println!("run       new ({}-{fingerprint})", job.name),
+    }
+    match count.lines {
+        Some(lines) => println!(
+            "lines     {lines} physical lines read (header included), making {} rows{}",
+            count.rows,
+            if lines > count.rows + 1 {
+                " (the other lines are quoted line breaks or blank lines)"
+            } else {
+                ""
+            }
+        ),
+        None => println!("lines     none (Parquet): {} rows", count.rows),
     }
     println!("rows      {rows}: {} valid, {bad} invalid", rows - bad);
     println!(

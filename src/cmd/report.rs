@@ -8,7 +8,7 @@ use crate::clock::now_ms;
 use crate::exit::{Exit, usage};
 use crate::input;
 use crate::lock::{Locked, try_lock};
-use crate::results::{Invocation, write_results, write_summary};
+use crate::results::{Ending, Invocation, write_results, write_summary};
 use crate::store::Store;
 use crate::summary::RunState;
 
@@ -43,18 +43,15 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
         rows_decided: 0,
         calls_sent: 0,
     };
-    let summary = write_summary(
-        &job,
-        &store,
-        run.id,
+    let ending = Ending {
         state,
-        None,
-        None,
+        pause_reason: None,
+        error: None,
         partial,
         clusters,
-        &outputs,
-        &invocation,
-    )?;
+        outputs: outputs.clone(),
+    };
+    let summary = write_summary(&job, &store, run.id, ending, &invocation)?;
     println!(
         "{}: {} report, {}/{} rows done",
         summary.run_id,

@@ -15,7 +15,8 @@ use crate::job::{BaseUrl, Job, TokenSource};
 use crate::lock::{Locked, try_lock};
 use crate::outcome::PauseReason;
 use crate::pacer::Pacer;
-use crate::results::{Invocation, stored_clusters, write_results, write_summary};
+use crate::output::owner::{owning_job, previous_summary, results_are_own};
+use crate::results::{Ending, Invocation, stored_clusters, write_results, write_summary};
 use crate::runner::{Bounds, CallSide, Lists, RunEnd, Runner};
 use crate::store::{RunRecord, Store};
 use crate::summary::RunState;
@@ -30,6 +31,57 @@ const SIM_SECRET: &str = "sim-secret";
 pub fn execute(args: RunArgs) -> Result<Exit> {
     let started_at = now_ms();
     let started = Instant::now();
+    let (job, input) = load(&args)?;
+    let lists = Lists::load(&job)?;
+    let credentials = credentials(&job)?;
+    crate::state::check_folder(&job, true)?;
+    check_output_folder(&job)?;
+    let _lock = match try_lock(&job.state_dir)? {
+        Locked::Acquired(lock) => lock,
+        Locked::Busy(pid) => {
+            let who = pid.map_or("another process".to_string(), |p| format!("process {p}"));
+            tracing::warn!(
+                "job {} is already running in {who} (lock {}); nothing done, exiting 75",
+                job.name,
+                job.state_dir.join("lock").display()
+            );
+            return Ok(Exit::Paused);
+        }
+    };
+    let mut store = open_store(&job, args.fresh)?;
+    let run = open_run(&job, &input, &mut store, args.fresh)?;
+    if !job.output.mask.is_empty() {
+        crate::state::mask_salt(&job.state_dir)?;
+    }
+    let recovered = crate::journal::replay(&mut store, &job.state_dir, run.id)?;
+    if recovered > 0 {
+        tracing::info!(
+            "recovered {recovered} finished calls from the outcome journal of an interrupted invocation"
+        );
+    }
+    let mut invocation = Invocation {
+        started_at,
+        rows_decided: 0,
+        calls_sent: 0,
+    };
+    // From here on every exit writes summary.json, failures included.
+    let result = if run.completed_at.is_some() {
+        already_complete(&job, &input, &mut store, &run, &invocation)
+    } else {
+        let session = Session {
+            job: &job,
+            input: &input,
+            run: &run,
+            lists: &lists,
+            started,
+        };
+        session.invoke(&args, credentials, &mut store, &mut invocation)
+    };
+    result.inspect_err(|err| write_failure(&job, &store, &run, err, &invocation))
+}
+
+/// The job file with the command line's overrides, and its input.
+fn load(args: &RunArgs) -> Result<(Job, InputFile)> {
     let (mut job, input) = super::load(&args.job)?;
     if let Some(dir) = &args.output {
         job.output.dir =
@@ -48,82 +100,214 @@ pub fn execute(args: RunArgs) -> Result<Exit> {
             }
         };
     }
-    let lists = Lists::load(&job)?;
-    let credentials = credentials(&job)?;
+    Ok((job, input))
+}
 
-    let _lock = match try_lock(&job.state_dir)? {
-        Locked::Acquired(lock) => lock,
-        Locked::Busy(pid) => {
-            let who = pid.map_or("another process".to_string(), |p| format!("process {p}"));
-            tracing::warn!(
-                "job {} is already running in {who} (lock {}); nothing done, exiting 75",
-                job.name,
-                job.state_dir.join("lock").display()
-            );
-            return Ok(Exit::Paused);
-        }
-    };
-
-    let mut store = Store::open(&job.state_dir)?;
-    let run = open_run(&job, &input, &mut store, args.fresh)?;
-    let recovered = crate::journal::replay(&mut store, &job.state_dir, run.id)?;
-    if recovered > 0 {
-        tracing::info!(
-            "recovered {recovered} finished calls from the outcome journal of an interrupted invocation"
-        );
+/// An output folder belongs to one job: refuse one that holds another job's files.
+pub fn check_output_folder(job: &Job) -> Result<()> {
+    match owning_job(&job.output.dir) {
+        Some(other) if other != job.name => Err(usage(format!(
+            "the output folder {} holds the outputs of job \"{other}\" (its summary.json and \
+             results.parquet say so), and job \"{}\" would overwrite them; give this job its own \
+             [output] dir in {} (or pass --output), or remove those files if job \"{other}\" is gone",
+            job.output.dir.display(),
+            job.name,
+            job.file.display()
+        ))),
+        _ => Ok(()),
     }
-    let invocation = |rows_decided, calls_sent| Invocation {
-        started_at,
-        rows_decided,
-        calls_sent,
-    };
+}
 
-    if run.completed_at.is_some() {
-        let present = (!job.output.parquet || job.output.dir.join("results.parquet").exists())
-            && (!job.output.csv || job.output.dir.join("results.csv").exists());
-        let (outputs, clusters) = if present {
-            let outputs = ["results.parquet", "results.csv"]
-                .iter()
-                .zip([job.output.parquet, job.output.csv])
-                .filter(|(_, wanted)| *wanted)
-                .map(|(name, _)| job.output.dir.join(name))
-                .collect();
-            (outputs, stored_clusters(&store, run.id)?)
-        } else {
-            write_results(&job, &input, &mut store, &run, false)?
-        };
-        let summary = write_summary(
-            &job,
-            &store,
-            run.id,
-            RunState::Complete,
-            None,
-            None,
-            false,
-            clusters,
-            &outputs,
-            &invocation(0, 0),
-        )?;
+/// The result files the job asks for, by name.
+fn wanted_results(job: &Job) -> Vec<&'static str> {
+    [("results.parquet", job.output.parquet), ("results.csv", job.output.csv)]
+        .into_iter()
+        .filter(|(_, wanted)| *wanted)
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// A complete run run again: no call; its result files are written again
+/// unless those present are its own.
+fn already_complete(
+    job: &Job,
+    input: &InputFile,
+    store: &mut Store,
+    run: &RunRecord,
+    invocation: &Invocation,
+) -> Result<Exit> {
+    let own = results_are_own(&job.output.dir, &run.run_id, &wanted_results(job));
+    let (outputs, clusters) = if own {
+        (Vec::new(), stored_clusters(store, run.id)?)
+    } else {
         tracing::info!(
-            run_id = %run.run_id,
-            "run {} is already complete: no call made; {} written to {}",
-            run.run_id,
-            if present { "summary" } else { "missing outputs" },
+            "the result files in {} are not this run's; writing them again from the checkpoint",
             job.output.dir.display()
         );
-        print_outcome(&job, &summary, &outputs);
-        return Ok(Exit::Complete);
+        write_results(job, input, store, run, false)?
+    };
+    let summary = write_summary(
+        job,
+        store,
+        run.id,
+        Ending {
+            state: RunState::Complete,
+            pause_reason: None,
+            error: None,
+            partial: false,
+            clusters,
+            outputs: outputs.clone(),
+        },
+        invocation,
+    )?;
+    tracing::info!(
+        run_id = %run.run_id,
+        "run {} is already complete: no call made",
+        run.run_id
+    );
+    print_outcome(job, &summary, &outputs);
+    Ok(Exit::Complete)
+}
+
+/// summary.json of a failed exit, as far as it can still be written.
+fn write_failure(
+    job: &Job,
+    store: &Store,
+    run: &RunRecord,
+    err: &anyhow::Error,
+    invocation: &Invocation,
+) {
+    let ending = Ending {
+        state: RunState::Failed,
+        pause_reason: None,
+        error: Some(crate::redact::redact(&format!("{err:#}"))),
+        partial: false,
+        clusters: Vec::new(),
+        outputs: Vec::new(),
+    };
+    if let Err(also) = write_summary(job, store, run.id, ending, invocation) {
+        tracing::error!("summary.json could not be written either: {also:#}");
+    }
+}
+
+/// One invocation of an unfinished run.
+struct Session<'a> {
+    job: &'a Job,
+    input: &'a InputFile,
+    run: &'a RunRecord,
+    lists: &'a Lists,
+    started: Instant,
+}
+
+impl Session<'_> {
+    fn invoke(
+        &self,
+        args: &RunArgs,
+        credentials: Option<Credentials>,
+        store: &mut Store,
+        invocation: &mut Invocation,
+    ) -> Result<Exit> {
+        let (job, run) = (self.job, self.run);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .thread_name("riskbatch-io")
+            .build()
+            .context("starting the async runtime")?;
+        let interrupted = Arc::new(AtomicBool::new(false));
+        runtime.spawn(watch_signals(interrupted.clone()));
+        let (calls, _sim) = call_side(job, run, &runtime, credentials)?;
+        let bounds = Bounds {
+            max_chunks: args.max_chunks,
+            deadline: args.deadline.map(|d| self.started + d),
+        };
+        tracing::info!(
+            run_id = %run.run_id,
+            rows = run.rows_total.unwrap_or(0),
+            rate = job.throttle.rate,
+            concurrency = job.throttle.concurrency,
+            "running {} on {}",
+            run.run_id,
+            self.input.path.display()
+        );
+        let report = Runner::new(
+            job,
+            self.input,
+            store,
+            run,
+            self.lists,
+            &calls,
+            bounds,
+            interrupted,
+        )
+        .run(args.progress)?;
+        invocation.rows_decided = report.rows_decided;
+        invocation.calls_sent = report.calls_sent;
+        let exit = self.finish(store, &report.end, invocation);
+        drop(runtime);
+        exit
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("riskbatch-io")
-        .build()
-        .context("starting the async runtime")?;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    runtime.spawn(watch_signals(interrupted.clone()));
-    let (base_url, _sim) = match &job.api.base_url {
+    /// Writes the outputs of the invocation's end and says what happened.
+    fn finish(&self, store: &mut Store, end: &RunEnd, invocation: &Invocation) -> Result<Exit> {
+        let (job, run) = (self.job, self.run);
+        let (exit, state, reason, error) = match end {
+            RunEnd::Complete => (Exit::Complete, RunState::Complete, None, None),
+            RunEnd::Paused(reason) => (Exit::Paused, RunState::Paused, Some(*reason), None),
+            RunEnd::Failed(message) => {
+                (Exit::Failed, RunState::Failed, None, Some(message.clone()))
+            }
+        };
+        let (outputs, clusters) = if state == RunState::Complete {
+            store.set_completed(run.id, now_ms())?;
+            store.commit()?;
+            tracing::info!("every row has its outcome; writing the result files");
+            let writing = Instant::now();
+            let written = write_results(job, self.input, store, run, false)?;
+            tracing::info!(
+                "wrote the result files in {:.1}s",
+                writing.elapsed().as_secs_f64()
+            );
+            written
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let ending = Ending {
+            state,
+            pause_reason: reason,
+            error,
+            partial: false,
+            clusters,
+            outputs: outputs.clone(),
+        };
+        let summary = write_summary(job, store, run.id, ending, invocation)?;
+        print_outcome(job, &summary, &outputs);
+        match (end, reason) {
+            (RunEnd::Failed(message), _) => {
+                tracing::error!("the run failed: {message}");
+            }
+            (_, Some(reason)) => {
+                tracing::warn!(
+                    pause_reason = reason.as_str(),
+                    "paused ({}): run the same command again to continue",
+                    pause_explanation(reason)
+                );
+            }
+            _ => {}
+        }
+        Ok(exit)
+    }
+}
+
+/// The risk client and what it needs: the embedded simulator when asked
+/// for (kept alive by the second value), tokens, pacing.
+fn call_side(
+    job: &Job,
+    run: &RunRecord,
+    runtime: &tokio::runtime::Runtime,
+    credentials: Option<Credentials>,
+) -> Result<(CallSide, Option<crate::sim::SimHandle>)> {
+    let (base_url, sim) = match &job.api.base_url {
         BaseUrl::Url(url) => (url.clone(), None),
         BaseUrl::Sim => {
             let sim = runtime.block_on(crate::sim::start(job.sim.clone(), "127.0.0.1:0"))?;
@@ -135,22 +319,20 @@ pub fn execute(args: RunArgs) -> Result<Exit> {
         let _guard = runtime.enter();
         http_client(job.throttle.timeout, job.throttle.concurrency)?
     };
-    let cache = token_cache(&job, credentials.as_ref(), &base_url);
+    let cache = token_cache(job, credentials.as_ref(), &base_url);
     let mut tokens =
         TokenProvider::new(http.clone(), &base_url, job.api.token.clone(), credentials);
     if let Some(cache) = cache {
         tokens = tokens.with_cache(cache);
     }
-    let tokens = Arc::new(tokens);
-    let pacer = Arc::new(Pacer::new(job.throttle.rate));
     let client = Arc::new(RiskClient::new(
         http,
         &base_url,
         job.api.path,
         job.throttle.timeout,
         job.scene,
-        tokens,
-        pacer,
+        Arc::new(tokens),
+        Arc::new(Pacer::new(job.throttle.rate)),
         job.throttle.max_retries,
         run.fingerprint.chars().take(8).collect(),
     )?);
@@ -158,79 +340,7 @@ pub fn execute(args: RunArgs) -> Result<Exit> {
         runtime: runtime.handle().clone(),
         client,
     };
-    let bounds = Bounds {
-        max_chunks: args.max_chunks,
-        deadline: args.deadline.map(|d| started + d),
-    };
-    tracing::info!(
-        run_id = %run.run_id,
-        rows = run.rows_total.unwrap_or(0),
-        rate = job.throttle.rate,
-        concurrency = job.throttle.concurrency,
-        "running {} on {}",
-        run.run_id,
-        input.path.display()
-    );
-    let report = Runner::new(
-        &job,
-        &input,
-        &mut store,
-        &run,
-        &lists,
-        &calls,
-        bounds,
-        interrupted,
-    )
-    .run(args.progress)?;
-    let done = invocation(report.rows_decided, report.calls_sent);
-
-    let (exit, state, reason, error) = match &report.end {
-        RunEnd::Complete => (Exit::Complete, RunState::Complete, None, None),
-        RunEnd::Paused(reason) => (Exit::Paused, RunState::Paused, Some(*reason), None),
-        RunEnd::Failed(message) => (Exit::Failed, RunState::Failed, None, Some(message.clone())),
-    };
-    let (outputs, clusters) = if state == RunState::Complete {
-        store.set_completed(run.id, now_ms())?;
-        store.commit()?;
-        tracing::info!("every row has its outcome; writing the result files");
-        let writing = Instant::now();
-        let written = write_results(&job, &input, &mut store, &run, false)?;
-        tracing::info!(
-            "wrote the result files in {:.1}s",
-            writing.elapsed().as_secs_f64()
-        );
-        written
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let summary = write_summary(
-        &job,
-        &store,
-        run.id,
-        state,
-        reason,
-        error.clone(),
-        false,
-        clusters,
-        &outputs,
-        &done,
-    )?;
-    print_outcome(&job, &summary, &outputs);
-    match (&report.end, reason) {
-        (RunEnd::Failed(message), _) => {
-            tracing::error!("the run failed: {message}");
-        }
-        (_, Some(reason)) => {
-            tracing::warn!(
-                pause_reason = reason.as_str(),
-                "paused ({}): run the same command again to continue",
-                pause_explanation(reason)
-            );
-        }
-        _ => {}
-    }
-    drop(runtime);
-    Ok(exit)
+    Ok((calls, sim))
 }
 
 fn pause_explanation(reason: PauseReason) -> &'static str {
@@ -267,6 +377,36 @@ fn print_outcome(job: &Job, summary: &crate::summary::Summary, outputs: &[std::p
     println!("  wrote {}", job.output.dir.join("summary.json").display());
 }
 
+/// Opens the job's checkpoint store. A store that cannot be read stops the
+/// run (exit 2) with what to do; `--fresh` moves it aside and starts a new one.
+fn open_store(job: &Job, fresh: bool) -> Result<Store> {
+    match Store::open(&job.state_dir) {
+        Ok(store) => Ok(store),
+        Err(err) if fresh => {
+            let path = job.state_dir.join("checkpoint.sqlite");
+            let aside = job
+                .state_dir
+                .join(format!("checkpoint.sqlite.unreadable-{}", now_ms()));
+            tracing::warn!(
+                "--fresh: the checkpoint {} cannot be read ({err:#}); moved aside to {} and starting over",
+                path.display(),
+                aside.display()
+            );
+            std::fs::rename(&path, &aside)
+                .with_context(|| format!("moving {} aside", path.display()))?;
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(job.state_dir.join(format!("checkpoint.sqlite{suffix}")));
+            }
+            Store::open(&job.state_dir)
+        }
+        Err(err) => Err(usage(format!(
+            "{err:#}; nothing was sent. Restore the checkpoint from a backup to resume where the \
+             run stopped, or run again with --fresh to move it aside and start over (rows already \
+             paid for would be paid again)"
+        ))),
+    }
+}
+
 /// Finds the run of this input, or starts one; `fresh` discards it first.
 fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Result<RunRecord> {
     let fingerprint = input::fingerprint(&input.path)?;
@@ -291,6 +431,9 @@ fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Res
         }
         return Ok(run);
     }
+    if !fresh {
+        refuse_lost_checkpoint(job, store, &run_id)?;
+    }
     for other in store.unfinished_runs_except(&run_id)? {
         tracing::warn!(
             "an earlier run of job {} on another input is unfinished: {} ({}); it is kept and resumes if that input is run again",
@@ -299,7 +442,7 @@ fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Res
             other.input_path
         );
     }
-    let rows = input.count_rows()?;
+    let count = input.count()?;
     let mut run = store.create_run(
         &run_id,
         &fingerprint,
@@ -307,18 +450,45 @@ fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Res
         job.throttle.chunk_size,
         now_ms(),
     )?;
-    store.set_rows_total(run.id, rows)?;
+    store.set_input_count(run.id, count.rows, count.lines)?;
     if !job.cache_ttl.is_zero() {
         store.prune_answers(now_ms() - job.cache_ttl.as_millis() as i64)?;
     }
     store.commit()?;
-    run.rows_total = Some(rows);
+    run.rows_total = Some(count.rows);
+    run.lines_total = count.lines;
     tracing::info!(
-        "new run {} for {} ({rows} rows)",
+        "new run {} for {} ({} rows{})",
         run.run_id,
-        input.path.display()
+        input.path.display(),
+        count.rows,
+        count.lines.map_or(String::new(), |l| format!(", {l} lines"))
     );
     Ok(run)
+}
+
+/// A run the checkpoint does not know, although the job's summary.json says
+/// it had begun: the checkpoint was deleted, moved or replaced. Starting
+/// again would pay for every call again, so only `--fresh` does.
+fn refuse_lost_checkpoint(job: &Job, store: &Store, run_id: &str) -> Result<()> {
+    let Some(previous) = previous_summary(&job.output.dir) else {
+        return Ok(());
+    };
+    let (done, total) = previous.rows.as_ref().map_or((0, 0), |r| (r.done, r.total));
+    let paid = previous.calls.as_ref().map_or(0, |c| c.sent);
+    if previous.job != job.name || previous.run_id != run_id || (done == 0 && paid == 0) {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "the checkpoint {} has no record of run {run_id}, but {} says it had begun ({}: \
+         {done} of {total} rows done, {paid} calls paid). The checkpoint was deleted, moved or \
+         replaced (is [state] dir or RISKBATCH_STATE_DIR the same as before?). Starting again \
+         would pay for up to {paid} calls again: restore the checkpoint from a backup to resume, \
+         or run again with --fresh to start the run over",
+        store.path().display(),
+        job.output.dir.join("summary.json").display(),
+        if previous.state.is_empty() { "unknown state" } else { previous.state.as_str() }
+    )))
 }
 
 /// Where the token is shared with other processes: not for the embedded

@@ -12,6 +12,7 @@ use crate::store::Store;
 
 pub fn execute(args: JobArgs) -> Result<Exit> {
     let (job, input) = super::load(&args)?;
+    crate::state::check_folder(&job, false)?;
     let fingerprint = input::fingerprint(&input.path)?;
     let run_id = crate::store::run_id(&job.name, &fingerprint);
     let running = crate::lock::holder(&job.state_dir)?;
@@ -55,6 +56,9 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
         counts.done,
         total.saturating_sub(counts.done)
     );
+    if let Some(lines) = run.lines_total {
+        println!("lines      {lines} physical lines read (header included)");
+    }
     println!(
         "chunks     {}/{chunks_total} done",
         store.chunks_done_count(run.id)?

@@ -2,8 +2,14 @@
 //!
 //! Chinese Excel exports are often GBK. `auto` looks at the first megabyte:
 //! invalid UTF-8 there means GB18030 (a superset of GBK) for the whole file;
-//! otherwise UTF-8, with a GB18030 fallback for any field that is not UTF-8
-//! (a mostly-ASCII file whose first non-ASCII bytes come late).
+//! otherwise UTF-8, with a GB18030 fallback for a field that is not UTF-8
+//! (a mostly-ASCII file whose first non-ASCII bytes come late), said in a
+//! warning. Bytes that are text in neither make the row `invalid_input`:
+//! no replacement character is ever sent.
+//!
+//! Every physical line is accounted for ([`super::lines`]): a quote that never
+//! closes is an error of the whole file, and a line break inside a field that
+//! goes to WeChat makes the row `invalid_input`.
 
 use std::fs::File;
 use std::io::{BufReader, Cursor, Read};
@@ -15,7 +21,8 @@ use arrow_array::builder::StringBuilder;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use super::{BadRow, ChunkIter, InputChunk};
+use super::lines::LineScanner;
+use super::{BadRow, ChunkIter, InputChunk, InputCount};
 use crate::exit::usage;
 use crate::job::Encoding;
 
@@ -31,15 +38,33 @@ enum Decoder {
     Gb18030,
 }
 
+/// A field's text, and whether the `auto` guess had to fall back to GB18030 for it.
+type Decoded = (String, bool);
+
 impl Decoder {
-    fn decode(self, bytes: &[u8]) -> Result<String, ()> {
+    fn decode(self, bytes: &[u8]) -> Result<Decoded, ()> {
         match (self, std::str::from_utf8(bytes)) {
-            (Decoder::Utf8 | Decoder::Utf8OrGb18030, Ok(text)) => Ok(text.to_string()),
+            (Decoder::Utf8 | Decoder::Utf8OrGb18030, Ok(text)) => Ok((text.to_string(), false)),
             (Decoder::Utf8, Err(_)) => Err(()),
-            _ => Ok(encoding_rs::GB18030
-                .decode_without_bom_handling(bytes)
-                .0
-                .into_owned()),
+            (decoder, _) => encoding_rs::GB18030
+                .decode_without_bom_handling_and_without_replacement(bytes)
+                .map(|text| (text.into_owned(), decoder == Decoder::Utf8OrGb18030))
+                .ok_or(()),
+        }
+    }
+
+    /// Why a field's bytes were refused, for the row's message.
+    fn refusal(self, column: &str) -> String {
+        match self {
+            Decoder::Utf8 => format!(
+                "column \"{column}\" is not valid UTF-8 text (set [input] encoding = \"gbk\" if the file is GBK)"
+            ),
+            Decoder::Utf8OrGb18030 => format!(
+                "column \"{column}\" is neither UTF-8 nor GBK/GB18030 text (damaged bytes; set [input] encoding to the file's encoding)"
+            ),
+            Decoder::Gb18030 => format!(
+                "column \"{column}\" is not valid GBK/GB18030 text (set [input] encoding = \"utf-8\" if the file is UTF-8)"
+            ),
         }
     }
 }
@@ -79,16 +104,18 @@ fn open(path: &Path, gzip: bool, encoding: Encoding) -> Result<(Box<dyn Read + S
     Ok((Box::new(BufReader::with_capacity(1 << 18, stream)), decoder))
 }
 
-fn csv_reader(stream: Box<dyn Read + Send>) -> csv::Reader<Box<dyn Read + Send>> {
+type Reader = csv::Reader<LineScanner<Box<dyn Read + Send>>>;
+
+fn csv_reader(stream: Box<dyn Read + Send>) -> Reader {
     csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .buffer_capacity(1 << 16)
-        .from_reader(stream)
+        .from_reader(LineScanner::new(stream))
 }
 
 fn read_header(
-    reader: &mut csv::Reader<Box<dyn Read + Send>>,
+    reader: &mut Reader,
     decoder: Decoder,
     path: &Path,
 ) -> Result<SchemaRef> {
@@ -104,10 +131,11 @@ fn read_header(
     }
     let mut names: Vec<String> = Vec::with_capacity(record.len());
     for (i, bytes) in record.iter().enumerate() {
-        let name = decoder.decode(bytes).map_err(|_| {
+        let (name, _) = decoder.decode(bytes).map_err(|_| {
             usage(format!(
-                "input {}: the header is not valid UTF-8; set [input] encoding",
-                path.display()
+                "input {}: the header's column {} is not text in the file's encoding; set [input] encoding (utf-8, gbk or gb18030)",
+                path.display(),
+                i + 1
             ))
         })?;
         let name = name.trim().to_string();
@@ -140,27 +168,55 @@ pub fn schema(path: &Path, gzip: bool, encoding: Encoding) -> Result<(SchemaRef,
     Ok((schema, encoding))
 }
 
-/// Counts the records after the header without decoding them.
-pub fn count_rows(path: &Path, gzip: bool) -> Result<u64> {
+/// Counts the records after the header and the physical lines, without
+/// decoding: the whole file is read once before any call, so that a file that
+/// cannot be used as a whole is refused before anything is paid.
+pub fn count(path: &Path, gzip: bool) -> Result<InputCount> {
     let (stream, _) = open(path, gzip, Encoding::Utf8)?;
     let mut reader = csv_reader(stream);
     let mut record = csv::ByteRecord::new();
-    let mut rows = 0u64;
-    while reader
-        .read_byte_record(&mut record)
-        .with_context(|| format!("counting the rows of {}", path.display()))?
-    {
-        rows += 1;
+    let mut records = 0u64;
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => records += 1,
+            Ok(false) => break,
+            Err(err) => {
+                let line = reader.get_ref().count().lines.max(1);
+                return Err(usage(format!(
+                    "input {} cannot be read past data row {records} (about line {line}): {}; \
+                     nothing was sent — repair or export the file again{}",
+                    path.display(),
+                    crate::redact::error_chain("read error", &err),
+                    if gzip { " (a .csv.gz cut short ends like this)" } else { "" }
+                )));
+            }
+        }
     }
-    Ok(rows.saturating_sub(1))
+    let counted = reader.get_ref().count();
+    if let Some(line) = counted.open_quote_line {
+        return Err(usage(format!(
+            "input {}: line {line} opens a quoted field (\") that is never closed, so every line \
+             after it would be read as part of one field; nothing was sent — fix the quote in line \
+             {line} (a quote inside a field must be doubled: \"\")",
+            path.display()
+        )));
+    }
+    Ok(InputCount {
+        rows: records.saturating_sub(1),
+        lines: Some(counted.lines),
+    })
 }
 
 /// The rows after the header, `chunk_size` at a time.
+///
+/// `api_columns` are the columns sent to WeChat: a line break in one of them
+/// makes the row `invalid_input`.
 pub fn chunks(
     path: &Path,
     gzip: bool,
     encoding: Encoding,
     schema: SchemaRef,
+    api_columns: Vec<usize>,
     chunk_size: usize,
 ) -> Result<ChunkIter> {
     let (stream, decoder) = open(path, gzip, encoding)?;
@@ -169,7 +225,9 @@ pub fn chunks(
     Ok(Box::new(CsvChunks {
         reader,
         decoder,
+        fallback_reported: false,
         schema,
+        api_columns,
         chunk_size,
         next_index: 0,
         next_row: 1,
@@ -180,9 +238,12 @@ pub fn chunks(
 }
 
 struct CsvChunks {
-    reader: csv::Reader<Box<dyn Read + Send>>,
+    reader: Reader,
     decoder: Decoder,
+    /// Whether the warning that `auto` guessed wrong was given.
+    fallback_reported: bool,
     schema: SchemaRef,
+    api_columns: Vec<usize>,
     chunk_size: usize,
     next_index: u64,
     next_row: u64,
@@ -200,38 +261,37 @@ impl CsvChunks {
         let mut bad_rows = Vec::new();
         let mut rows = 0;
         while rows < self.chunk_size {
+            let row = self.next_row + rows as u64;
             let more = self
                 .reader
                 .read_byte_record(&mut self.record)
-                .with_context(|| {
-                    format!(
-                        "reading input {} at row {}",
-                        self.path.display(),
-                        self.next_row + rows as u64
-                    )
-                })?;
+                .with_context(|| format!("reading input {} at row {row}", self.path.display()))?;
             if !more {
                 self.done = true;
                 break;
             }
-            let mut reason = None;
+            let mut reason = self.line_break_in_api_field();
             if self.record.len() != width {
-                reason = Some(format!(
-                    "the row has {} fields, the header has {width}",
-                    self.record.len()
-                ));
+                reason.get_or_insert_with(|| {
+                    format!(
+                        "the row has {} fields, the header has {width}",
+                        self.record.len()
+                    )
+                });
             }
             for (i, builder) in builders.iter_mut().enumerate() {
                 match self.record.get(i) {
                     None | Some(b"") => builder.append_null(),
                     Some(bytes) => match self.decoder.decode(bytes) {
-                        Ok(text) => builder.append_value(text),
+                        Ok((text, fallback)) => {
+                            if fallback {
+                                self.report_fallback(row, i);
+                            }
+                            builder.append_value(text)
+                        }
                         Err(()) => {
                             reason.get_or_insert_with(|| {
-                                format!(
-                                    "column \"{}\" is not valid UTF-8 (set [input] encoding = \"gbk\" if the file is GBK)",
-                                    self.schema.field(i).name()
-                                )
+                                self.decoder.refusal(self.schema.field(i).name())
                             });
                             builder.append_null();
                         }
@@ -266,6 +326,42 @@ impl CsvChunks {
     }
 }
 
+impl CsvChunks {
+    /// Why the record cannot be sent, if a field that goes to WeChat holds a
+    /// line break: a quote left open earlier swallows the lines after it.
+    fn line_break_in_api_field(&self) -> Option<String> {
+        let column = self.api_columns.iter().copied().find(|&i| {
+            self.record
+                .get(i)
+                .is_some_and(|f| f.contains(&b'\n') || f.contains(&b'\r'))
+        })?;
+        let first = self.record.position().map_or(0, csv::Position::line);
+        let breaks: usize = self
+            .record
+            .iter()
+            .map(|f| f.iter().filter(|&&b| b == b'\n').count())
+            .sum();
+        Some(format!(
+            "column \"{}\" holds a line break: the row spans lines {first}–{} (a quoted field \
+             running over lines; check the quotes in line {first}); a field sent to WeChat never does",
+            self.schema.field(column).name(),
+            first + breaks as u64
+        ))
+    }
+
+    fn report_fallback(&mut self, row: u64, column: usize) {
+        if !std::mem::replace(&mut self.fallback_reported, true) {
+            tracing::warn!(
+                "input {}: row {row}, column \"{}\" is not UTF-8 although the file's first MiB is; \
+                 such fields are read as GBK/GB18030 — set [input] encoding = \"gbk\" or \"utf-8\" \
+                 to say which the file is",
+                self.path.display(),
+                self.schema.field(column).name()
+            );
+        }
+    }
+}
+
 impl Iterator for CsvChunks {
     type Item = Result<InputChunk>;
 
@@ -297,7 +393,7 @@ mod tests {
 
     fn read_all(path: &Path, gzip: bool, encoding: Encoding, chunk: usize) -> Vec<InputChunk> {
         let (schema, encoding) = schema(path, gzip, encoding).unwrap();
-        chunks(path, gzip, encoding, schema, chunk)
+        chunks(path, gzip, encoding, schema, vec![0], chunk)
             .unwrap()
             .map(Result::unwrap)
             .collect()

@@ -5,6 +5,7 @@
 //! in their original types) and the rows that could not be read cleanly.
 
 mod csv;
+pub mod lines;
 mod parquet;
 
 use std::collections::HashSet;
@@ -83,6 +84,15 @@ impl InputChunk {
 
 pub type ChunkIter = Box<dyn Iterator<Item = Result<InputChunk>> + Send>;
 
+/// How much an input holds, read once through before a run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputCount {
+    /// Data rows (the header not counted).
+    pub rows: u64,
+    /// Physical lines, the header included; none for Parquet.
+    pub lines: Option<u64>,
+}
+
 /// An input file, checked to have the columns the job maps.
 #[derive(Debug, Clone)]
 pub struct InputFile {
@@ -100,6 +110,16 @@ struct RequestColumns {
     openid: usize,
     fields: [Option<usize>; 6],
     user_access_token: Option<usize>,
+}
+
+impl RequestColumns {
+    /// Every column whose values are sent to WeChat.
+    fn api_columns(&self) -> Vec<usize> {
+        std::iter::once(self.openid)
+            .chain(self.fields.iter().flatten().copied())
+            .chain(self.user_access_token)
+            .collect()
+    }
 }
 
 impl InputFile {
@@ -170,17 +190,19 @@ impl InputFile {
                 gzip,
                 self.encoding,
                 self.schema.clone(),
+                self.columns.api_columns(),
                 chunk_size,
             ),
             Format::Parquet => parquet::chunks(&self.path, chunk_size),
         }
     }
 
-    /// The number of data rows (the header not counted).
-    pub fn count_rows(&self) -> Result<u64> {
+    /// The rows and lines of the whole input; an error (exit 2) when the file
+    /// cannot be used as a whole: cut short, damaged, or a quote never closed.
+    pub fn count(&self) -> Result<InputCount> {
         match self.format {
-            Format::Csv { gzip } => csv::count_rows(&self.path, gzip),
-            Format::Parquet => parquet::count_rows(&self.path),
+            Format::Csv { gzip } => csv::count(&self.path, gzip),
+            Format::Parquet => parquet::count(&self.path),
         }
     }
 

@@ -10,16 +10,41 @@ use arrow_array::RecordBatchReader;
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-use super::{ChunkIter, InputChunk};
+use super::{ChunkIter, InputChunk, InputCount};
 use crate::exit::usage;
 
 fn builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let file = File::open(path).with_context(|| format!("reading input {}", path.display()))?;
     ParquetRecordBatchReaderBuilder::try_new(file).map_err(|err| {
-        usage(format!(
-            "input {} is not a readable Parquet file: {err}",
-            path.display()
-        ))
+        usage(match not_parquet(path) {
+            Some(what) => format!(
+                "input {} is not a Parquet file: {what}; rename it after its format \
+                 (.csv or .csv.gz) or export it again as Parquet",
+                path.display()
+            ),
+            None => format!(
+                "input {} is a damaged Parquet file ({err}); nothing was sent — export it again",
+                path.display()
+            ),
+        })
+    })
+}
+
+/// What the file is instead, when it lacks Parquet's `PAR1` marks at both ends.
+fn not_parquet(path: &Path) -> Option<String> {
+    let mut head = Vec::with_capacity(4096);
+    std::io::Read::read_to_end(&mut std::io::Read::take(File::open(path).ok()?, 4096), &mut head)
+        .ok()?;
+    if head.starts_with(b"PAR1") {
+        return None;
+    }
+    let head = &head[..];
+    Some(if head.starts_with(&[0x1f, 0x8b]) {
+        "it is gzip-compressed (a .csv.gz?)".to_string()
+    } else if !head.contains(&0) && head.iter().any(|&b| b == b',' || b == b'\n') {
+        "it reads as text, like a CSV file".to_string()
+    } else {
+        "it does not start with the Parquet mark PAR1".to_string()
     })
 }
 
@@ -27,8 +52,10 @@ pub fn schema(path: &Path) -> Result<SchemaRef> {
     Ok(builder(path)?.schema().clone())
 }
 
-pub fn count_rows(path: &Path) -> Result<u64> {
-    Ok(builder(path)?.metadata().file_metadata().num_rows().max(0) as u64)
+/// The rows, from the footer: a Parquet file has no lines.
+pub fn count(path: &Path) -> Result<InputCount> {
+    let rows = builder(path)?.metadata().file_metadata().num_rows().max(0) as u64;
+    Ok(InputCount { rows, lines: None })
 }
 
 pub fn chunks(path: &Path, chunk_size: usize) -> Result<ChunkIter> {
@@ -74,9 +101,10 @@ impl Iterator for ParquetChunks {
                 Some(Err(err)) => {
                     self.done = true;
                     return Some(Err(anyhow::Error::new(err).context(format!(
-                        "reading input {} near row {}",
+                        "input {} is damaged near row {} (the rows before it are kept; \
+                         export the file again, or run the repaired file as a new run)",
                         self.path.display(),
-                        self.next_row
+                        self.next_row + self.pending_rows as u64
                     ))));
                 }
                 None => self.done = true,

@@ -8,6 +8,7 @@
 
 mod atomic;
 mod csv;
+pub mod owner;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -152,9 +153,17 @@ pub struct OutputPlan<'a> {
     /// Input columns of near-unique values (the participant's identifiers),
     /// written without a dictionary.
     pub unique_columns: Vec<String>,
-    /// Written into the Parquet metadata; a partial report says so.
+    /// Written into the Parquet metadata, with the run the file comes from.
     pub partial: bool,
-    pub run_id: &'a str,
+    pub owner: &'a OutputOwner,
+}
+
+/// The run an output folder's files come from (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutputOwner {
+    pub job: String,
+    pub run_id: String,
+    pub fingerprint: String,
 }
 
 /// Writes the result files chunk by chunk.
@@ -205,7 +214,7 @@ impl ParquetThread {
     fn finish(mut self) -> Result<()> {
         self.batches = None;
         match self.thread.join() {
-            Ok(result) => result.context("writing results.parquet"),
+            Ok(result) => result,
             Err(_) => anyhow::bail!("the Parquet writer panicked"),
         }
     }
@@ -240,7 +249,9 @@ impl<'a> ResultWriter<'a> {
                 // 17 MB higher with it).
                 .set_statistics_enabled(EnabledStatistics::Chunk)
                 .set_key_value_metadata(Some(vec![
-                    KeyValue::new("riskbatch.run_id".into(), plan.run_id.to_string()),
+                    KeyValue::new("riskbatch.job".into(), plan.owner.job.clone()),
+                    KeyValue::new("riskbatch.run_id".into(), plan.owner.run_id.clone()),
+                    KeyValue::new("riskbatch.fingerprint".into(), plan.owner.fingerprint.clone()),
                     KeyValue::new("riskbatch.partial".into(), plan.partial.to_string()),
                 ]));
             // A dictionary of openids or device ids only grows until the
@@ -287,7 +298,9 @@ impl<'a> ResultWriter<'a> {
             writer.write(batch.clone());
         }
         if let Some((writer, _)) = &mut self.csv {
-            writer.write(&batch)?;
+            writer
+                .write(&batch)
+                .with_context(|| writing(&self.plan.dir.join("results.csv")))?;
         }
         Ok(())
     }
@@ -296,15 +309,26 @@ impl<'a> ResultWriter<'a> {
     pub fn finish(self) -> Result<Vec<PathBuf>> {
         let mut written = Vec::new();
         if let Some((writer, target)) = self.parquet {
-            writer.finish()?;
-            written.push(target.commit()?);
+            let path = self.plan.dir.join("results.parquet");
+            writer.finish().with_context(|| writing(&path))?;
+            written.push(target.commit().with_context(|| writing(&path))?);
         }
         if let Some((writer, target)) = self.csv {
-            writer.finish()?;
-            written.push(target.commit()?);
+            let path = self.plan.dir.join("results.csv");
+            writer.finish().with_context(|| writing(&path))?;
+            written.push(target.commit().with_context(|| writing(&path))?);
         }
         Ok(written)
     }
+}
+
+/// The context of a failed result-file write, with what to do.
+fn writing(path: &Path) -> String {
+    format!(
+        "writing {} (is the disk full? every outcome is kept in the checkpoint: make room, \
+         then run again or `riskbatch report` to write the files)",
+        path.display()
+    )
 }
 
 #[cfg(test)]
@@ -350,6 +374,11 @@ mod tests {
                 attempts: 1,
             })
             .collect();
+        let owner = OutputOwner {
+            job: "j".into(),
+            run_id: "r".into(),
+            fingerprint: "f".into(),
+        };
         let mut writer = ResultWriter::create(
             OutputPlan {
                 dir: dir.path(),
@@ -359,7 +388,7 @@ mod tests {
                 masker: None,
                 unique_columns: vec!["openid".into()],
                 partial: false,
-                run_id: "r",
+                owner: &owner,
             },
             &schema,
         )

@@ -108,6 +108,16 @@ fn choose_fault(rates: &FaultRates, seed: u64, n: u64) -> Option<Fault> {
 }
 
 /// An openid that asks for its own answer: `errcode<N>_…` or `code<N>_…`.
+/// The largest risk request body the simulator takes; beyond it, HTTP 413
+/// (WeChat's own limit is not documented; its gateways refuse large bodies).
+const MAX_RISK_BODY: usize = 1 << 20;
+
+/// The HTTP status asked for by an openid like `http404_x`.
+fn requested_http_status(openid: &str) -> Option<u16> {
+    let (number, _) = openid.strip_prefix("http")?.split_once('_')?;
+    number.parse().ok().filter(|s| (400..600).contains(s))
+}
+
 fn requested_answer(openid: &str) -> Option<(bool, i64)> {
     let (outer, rest) = match openid.strip_prefix("errcode") {
         Some(rest) => (true, rest),
@@ -197,6 +207,8 @@ pub async fn start(config: SimConfig, listen: &str) -> Result<SimHandle> {
         .route("/_sim/stats", get(stats))
         .route("/_sim/new_day", post(new_day))
         .route("/_sim/top_up", post(top_up))
+        // Larger bodies reach the handler, which counts them before refusing.
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(sim);
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
@@ -356,6 +368,9 @@ async fn servicemarket(
     let arrived = Instant::now();
     let n = sim.counter.fetch_add(1, Ordering::Relaxed);
     let limited = sim.arrive(uri.path(), arrived);
+    if body.len() > MAX_RISK_BODY {
+        return render(&sim, Outcome::HttpError(413));
+    }
     let mut delay = sim.config.latency + spread(sim.config.latency_spread, sim.config.seed, n);
     // One fault at most per request, so that every fault costs exactly one retry.
     let slow = !limited && draw(sim.config.seed, n, "slow") < sim.rates.slow;
@@ -653,6 +668,9 @@ fn answer(
             return outcome_error(45009, "reach max api daily quota limit");
         }
         stats.quota_used += 1;
+    }
+    if let Some(status) = requested_http_status(&openid) {
+        return Outcome::HttpError(status);
     }
     match requested_answer(&openid) {
         Some((true, errcode)) if errcode != 0 => {

@@ -169,7 +169,18 @@ impl RiskClient {
                         earlier_attempts + attempts
                     );
                     match self.send(&token, request, &message_id).await {
-                        Err(message) => failed_answer(None, message),
+                        Err(SendError::Transient(message)) => failed_answer(None, message),
+                        Err(SendError::RowRefused(status, message)) => {
+                            let answer = Answer {
+                                status,
+                                ..failed_answer(None, message)
+                            };
+                            return self.end(CallEnd::Answered(answer), attempts);
+                        }
+                        Err(SendError::Denied(message)) => {
+                            self.stopping.store(true, Ordering::Relaxed);
+                            return self.end(CallEnd::Fatal(message), attempts);
+                        }
                         Ok(reply) => {
                             let answer = answer_of(&reply);
                             match classify(&reply) {
@@ -248,17 +259,22 @@ impl RiskClient {
         token: &Token,
         request: &RiskRequest,
         message_id: &str,
-    ) -> Result<Reply, String> {
-        let target = self.endpoint(token)?;
+    ) -> Result<Reply, SendError> {
+        let target = self.endpoint(token).map_err(SendError::Transient)?;
         let body = request.body(self.scene, message_id);
         let (status, body) = match &self.backend {
             Backend::Direct(transport) => {
                 match tokio::time::timeout(self.timeout, transport.post_json(&target, body)).await {
                     Ok(exchange) => {
-                        let exchange = exchange?;
+                        let exchange = exchange.map_err(SendError::Transient)?;
                         (exchange.status, exchange.body)
                     }
-                    Err(_) => return Err(format!("timeout: no answer within {:?}", self.timeout)),
+                    Err(_) => {
+                        return Err(SendError::Transient(format!(
+                            "timeout: no answer within {:?}",
+                            self.timeout
+                        )));
+                    }
                 }
             }
             Backend::Proxied(http) => {
@@ -269,19 +285,55 @@ impl RiskClient {
                     .body(body)
                     .send()
                     .await
-                    .map_err(|err| reqwest_message(&err))?;
+                    .map_err(|err| SendError::Transient(reqwest_message(&err)))?;
                 let status = response.status();
                 let body = response
                     .bytes()
                     .await
-                    .map_err(|err| reqwest_message(&err))?;
+                    .map_err(|err| SendError::Transient(reqwest_message(&err)))?;
                 (status, body)
             }
         };
         if !status.is_success() {
-            return Err(format!("HTTP {status}"));
+            return Err(http_refusal(status, &self.url));
         }
-        Reply::parse(&body)
+        Reply::parse(&body).map_err(SendError::Transient)
+    }
+}
+
+/// Why a request got no WeChat reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SendError {
+    /// The network or the server failed this time: retry.
+    Transient(String),
+    /// Refused for what this request holds: the row's verdict, no retry.
+    RowRefused(RowStatus, String),
+    /// Refused for the appid or the endpoint: every request would be.
+    Denied(String),
+}
+
+/// What a non-2xx HTTP status means. 5xx and 429 are the server's moment;
+/// a 4xx is about the request (retrying sends the same bytes) or the caller.
+fn http_refusal(status: reqwest::StatusCode, url: &str) -> SendError {
+    let code = status.as_u16();
+    match code {
+        413 | 414 => SendError::RowRefused(
+            RowStatus::InvalidInput,
+            format!(
+                "HTTP {status}: WeChat refuses a request this large; shorten the row's fields"
+            ),
+        ),
+        400 | 404 | 405 | 411 | 415 | 422 => SendError::RowRefused(
+            RowStatus::ParamError,
+            format!("HTTP {status}: WeChat refused this request as malformed"),
+        ),
+        401 | 403 => SendError::Denied(format!(
+            "the risk endpoint {} answered HTTP {status}: the appid or this machine is not \
+             allowed to call it; check the appid's permissions and IP whitelist, and [api] \
+             base_url and path in the job file",
+            redact(url)
+        )),
+        _ => SendError::Transient(format!("HTTP {status}")),
     }
 }
 

@@ -288,7 +288,10 @@ impl TokenProvider {
     }
 }
 
+/// Runs `[api] token = { command = … }`. Its messages name the program
+/// only: a command line often carries credentials, and so may its output.
 async fn run_token_command(command: &str) -> Result<String, TokenError> {
+    let program = program_name(command);
     let output = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -296,24 +299,45 @@ async fn run_token_command(command: &str) -> Result<String, TokenError> {
         .await
         .map_err(|err| {
             TokenError::Fatal(format!(
-                "api.token command `{command}` could not start: {err}"
+                "the api.token command ({program}) could not start: {err}"
             ))
         })?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines = String::from_utf8_lossy(&output.stderr).lines().count();
         return Err(TokenError::Fatal(format!(
-            "api.token command `{command}` failed ({}): {}",
-            output.status,
-            stderr.lines().next().unwrap_or("")
+            "the api.token command ({program}) failed with {}; its error output ({lines} lines) \
+             is not shown, as it may hold credentials — run the command by hand to see it",
+            output.status
         )));
     }
     let token = String::from_utf8_lossy(&output.stdout).trim().to_string();
     if token.is_empty() || token.contains(char::is_whitespace) {
         return Err(TokenError::Fatal(format!(
-            "api.token command `{command}` printed no token (it must print the access_token alone)"
+            "the api.token command ({program}) printed no usable token: it must print the \
+             access_token alone on one line"
         )));
     }
     Ok(token)
+}
+
+/// The program a shell command line runs, without its arguments, variable
+/// assignments or folder.
+fn program_name(command: &str) -> String {
+    let word = command
+        .split_whitespace()
+        .find(|w| !w.contains('='))
+        .unwrap_or("");
+    let name = word.rsplit('/').next().unwrap_or(word);
+    let name: String = name
+        .chars()
+        .filter(|c| c.is_alphanumeric() || "-_.".contains(*c))
+        .take(40)
+        .collect();
+    if name.is_empty() {
+        "a shell command".into()
+    } else {
+        format!("`{name}`")
+    }
 }
 
 /// What to fix for each fatal answer of the token endpoints (wechat-api.md §1).
@@ -353,5 +377,29 @@ mod tests {
             "{message}"
         );
         assert!(token_error_message(40164, "").contains("whitelist"));
+    }
+
+    #[test]
+    fn a_token_command_is_named_by_its_program_only() {
+        let cases = [
+            ("curl -s -u ops:hunter2 https://vault/token", "`curl`"),
+            ("VAULT_TOKEN=s3cr3t /usr/local/bin/vault read x", "`vault`"),
+            ("", "a shell command"),
+        ];
+        for (command, name) in cases {
+            assert_eq!(program_name(command), name);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let command = "echo hunter2 >&2; exit 3 # --password hunter2";
+        let Err(TokenError::Fatal(message)) = runtime.block_on(run_token_command(command)) else {
+            panic!("a failing command must be fatal");
+        };
+        assert!(
+            !message.contains("hunter2") && message.contains("exit status: 3"),
+            "{message}"
+        );
     }
 }

@@ -672,9 +672,11 @@ fn consecutive_and_parallel_jobs_share_one_cached_token() {
             .replace("[api]\n", &format!("[api]\ntoken = \"{token}\"\n"))
             .replace("max_retries = 2", "max_retries = 8");
         case.ws.write("jobs/faults.toml", &job);
+        // An output folder belongs to one job.
         case.ws.write(
             "jobs/other.toml",
-            job.replace("name = \"faults\"", "name = \"other\""),
+            job.replace("name = \"faults\"", "name = \"other\"")
+                .replace("dir = \"../out\"", "dir = \"../out-other\""),
         );
         let first = case.run();
         assert_exit(&first, 0);
