@@ -14,8 +14,8 @@ use crate::input::{self, InputFile};
 use crate::job::{BaseUrl, Job, TokenSource};
 use crate::lock::{Locked, try_lock};
 use crate::outcome::PauseReason;
-use crate::pacer::Pacer;
 use crate::output::owner::{owning_job, previous_summary, results_are_own};
+use crate::pacer::Pacer;
 use crate::results::{Ending, Invocation, stored_clusters, write_results, write_summary};
 use crate::runner::{Bounds, CallSide, Lists, RunEnd, Runner};
 use crate::store::{RunRecord, Store};
@@ -120,11 +120,14 @@ pub fn check_output_folder(job: &Job) -> Result<()> {
 
 /// The result files the job asks for, by name.
 fn wanted_results(job: &Job) -> Vec<&'static str> {
-    [("results.parquet", job.output.parquet), ("results.csv", job.output.csv)]
-        .into_iter()
-        .filter(|(_, wanted)| *wanted)
-        .map(|(name, _)| name)
-        .collect()
+    [
+        ("results.parquet", job.output.parquet),
+        ("results.csv", job.output.csv),
+    ]
+    .into_iter()
+    .filter(|(_, wanted)| *wanted)
+    .map(|(name, _)| name)
+    .collect()
 }
 
 /// A complete run run again: no call; its result files are written again
@@ -384,9 +387,10 @@ fn open_store(job: &Job, fresh: bool) -> Result<Store> {
         Ok(store) => Ok(store),
         Err(err) if fresh => {
             let path = job.state_dir.join("checkpoint.sqlite");
+            let stamp = now_ms();
             let aside = job
                 .state_dir
-                .join(format!("checkpoint.sqlite.unreadable-{}", now_ms()));
+                .join(format!("checkpoint.sqlite.unreadable-{stamp}"));
             tracing::warn!(
                 "--fresh: the checkpoint {} cannot be read ({err:#}); moved aside to {} and starting over",
                 path.display(),
@@ -395,7 +399,18 @@ fn open_store(job: &Job, fresh: bool) -> Result<Store> {
             std::fs::rename(&path, &aside)
                 .with_context(|| format!("moving {} aside", path.display()))?;
             for suffix in ["-wal", "-shm"] {
-                let _ = std::fs::remove_file(job.state_dir.join(format!("checkpoint.sqlite{suffix}")));
+                let _ =
+                    std::fs::remove_file(job.state_dir.join(format!("checkpoint.sqlite{suffix}")));
+            }
+            // The outcome journals belong to the store moved aside.
+            for entry in std::fs::read_dir(&job.state_dir)?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("journal-") && name.ends_with(".jsonl") {
+                    let _ = std::fs::rename(
+                        entry.path(),
+                        job.state_dir.join(format!("{name}.unreadable-{stamp}")),
+                    );
+                }
             }
             Store::open(&job.state_dir)
         }
@@ -450,6 +465,8 @@ fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Res
         job.throttle.chunk_size,
         now_ms(),
     )?;
+    // Journals left by a checkpoint that is gone cannot be this run's.
+    crate::journal::discard(&job.state_dir, run.id)?;
     store.set_input_count(run.id, count.rows, count.lines)?;
     if !job.cache_ttl.is_zero() {
         store.prune_answers(now_ms() - job.cache_ttl.as_millis() as i64)?;
@@ -462,7 +479,9 @@ fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Res
         run.run_id,
         input.path.display(),
         count.rows,
-        count.lines.map_or(String::new(), |l| format!(", {l} lines"))
+        count
+            .lines
+            .map_or(String::new(), |l| format!(", {l} lines"))
     );
     Ok(run)
 }
@@ -487,7 +506,11 @@ fn refuse_lost_checkpoint(job: &Job, store: &Store, run_id: &str) -> Result<()> 
          or run again with --fresh to start the run over",
         store.path().display(),
         job.output.dir.join("summary.json").display(),
-        if previous.state.is_empty() { "unknown state" } else { previous.state.as_str() }
+        if previous.state.is_empty() {
+            "unknown state"
+        } else {
+            previous.state.as_str()
+        }
     )))
 }
 

@@ -84,7 +84,18 @@ fn open(path: &Path, gzip: bool, encoding: Encoding) -> Result<(Box<dyn Read + S
     (&mut raw)
         .take(SNIFF_BYTES as u64)
         .read_to_end(&mut prefix)
-        .with_context(|| format!("reading input {}", path.display()))?;
+        .map_err(|err| {
+            usage(format!(
+                "input {} cannot be read within its first MiB ({err}); nothing was sent — \
+                 repair or export the file again{}",
+                path.display(),
+                if gzip {
+                    " (a .csv.gz cut short ends like this)"
+                } else {
+                    ""
+                }
+            ))
+        })?;
     let bom = prefix.starts_with(&[0xEF, 0xBB, 0xBF]);
     let decoder = match encoding {
         _ if bom => Decoder::Utf8,
@@ -114,11 +125,7 @@ fn csv_reader(stream: Box<dyn Read + Send>) -> Reader {
         .from_reader(LineScanner::new(stream))
 }
 
-fn read_header(
-    reader: &mut Reader,
-    decoder: Decoder,
-    path: &Path,
-) -> Result<SchemaRef> {
+fn read_header(reader: &mut Reader, decoder: Decoder, path: &Path) -> Result<SchemaRef> {
     let mut record = csv::ByteRecord::new();
     let has_header = reader
         .read_byte_record(&mut record)
@@ -187,7 +194,11 @@ pub fn count(path: &Path, gzip: bool) -> Result<InputCount> {
                      nothing was sent — repair or export the file again{}",
                     path.display(),
                     crate::redact::error_chain("read error", &err),
-                    if gzip { " (a .csv.gz cut short ends like this)" } else { "" }
+                    if gzip {
+                        " (a .csv.gz cut short ends like this)"
+                    } else {
+                        ""
+                    }
                 )));
             }
         }

@@ -121,7 +121,12 @@ mod tests {
             (b"h\n\"x\ny\"\n", 3),
         ];
         for (text, lines) in cases {
-            assert_eq!(count(text).lines, lines, "{:?}", String::from_utf8_lossy(text));
+            assert_eq!(
+                count(text).lines,
+                lines,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
         }
     }
 

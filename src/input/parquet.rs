@@ -33,8 +33,11 @@ fn builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
 /// What the file is instead, when it lacks Parquet's `PAR1` marks at both ends.
 fn not_parquet(path: &Path) -> Option<String> {
     let mut head = Vec::with_capacity(4096);
-    std::io::Read::read_to_end(&mut std::io::Read::take(File::open(path).ok()?, 4096), &mut head)
-        .ok()?;
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(File::open(path).ok()?, 4096),
+        &mut head,
+    )
+    .ok()?;
     if head.starts_with(b"PAR1") {
         return None;
     }
@@ -93,7 +96,16 @@ impl Iterator for ParquetChunks {
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done && self.pending_rows < self.chunk_size {
-            match self.reader.next() {
+            // The decoders can panic on damaged pages (a shift overflow, an
+            // index out of bounds): that is damage in the file, not a bug here.
+            let next =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reader.next()))
+                    .unwrap_or_else(|_| {
+                        Some(Err(arrow_schema::ArrowError::ParquetError(
+                            "the Parquet decoder failed on damaged data".into(),
+                        )))
+                    });
+            match next {
                 Some(Ok(batch)) => {
                     self.pending_rows += batch.num_rows();
                     self.pending.push(batch);

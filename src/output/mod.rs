@@ -251,7 +251,10 @@ impl<'a> ResultWriter<'a> {
                 .set_key_value_metadata(Some(vec![
                     KeyValue::new("riskbatch.job".into(), plan.owner.job.clone()),
                     KeyValue::new("riskbatch.run_id".into(), plan.owner.run_id.clone()),
-                    KeyValue::new("riskbatch.fingerprint".into(), plan.owner.fingerprint.clone()),
+                    KeyValue::new(
+                        "riskbatch.fingerprint".into(),
+                        plan.owner.fingerprint.clone(),
+                    ),
                     KeyValue::new("riskbatch.partial".into(), plan.partial.to_string()),
                 ]));
             // A dictionary of openids or device ids only grows until the

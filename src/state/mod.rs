@@ -179,7 +179,10 @@ mod tests {
         for damaged in [&b""[..], b"short"] {
             std::fs::write(dir.path().join("mask.salt"), damaged).unwrap();
             let err = format!("{:#}", mask_salt(dir.path()).unwrap_err());
-            assert!(err.contains("mask.salt") && err.contains("restore"), "{err}");
+            assert!(
+                err.contains("mask.salt") && err.contains("restore"),
+                "{err}"
+            );
         }
     }
 }

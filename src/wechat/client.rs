@@ -319,9 +319,7 @@ fn http_refusal(status: reqwest::StatusCode, url: &str) -> SendError {
     match code {
         413 | 414 => SendError::RowRefused(
             RowStatus::InvalidInput,
-            format!(
-                "HTTP {status}: WeChat refuses a request this large; shorten the row's fields"
-            ),
+            format!("HTTP {status}: WeChat refuses a request this large; shorten the row's fields"),
         ),
         400 | 404 | 405 | 411 | 415 | 422 => SendError::RowRefused(
             RowStatus::ParamError,

@@ -4,5 +4,6 @@ mod commands;
 mod end_to_end;
 mod faults;
 mod harness;
+mod integrity;
 mod resume;
 mod soak;
