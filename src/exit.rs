@@ -50,6 +50,28 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
     }
 }
 
+/// An error's message with its causes, and what to do when the cause is the
+/// disk or the file system rather than riskbatch.
+pub fn describe(err: &anyhow::Error) -> String {
+    let message = format!("{err:#}");
+    let io = err
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<std::io::Error>());
+    let hint = match io.map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::StorageFull) => {
+            " — the disk is full: make room and run again (every finished row is kept)"
+        }
+        Some(std::io::ErrorKind::PermissionDenied) => {
+            " — this user may not write there: fix the permissions or choose another folder"
+        }
+        Some(std::io::ErrorKind::ReadOnlyFilesystem) => {
+            " — the file system is read-only: choose another folder"
+        }
+        _ => "",
+    };
+    format!("{message}{hint}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

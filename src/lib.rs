@@ -69,7 +69,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             tracing::error!(
                 exit_code = exit as u8,
                 "{}",
-                redact::redact(&format!("{err:#}"))
+                redact::redact(&exit::describe(&err))
             );
             exit.into()
         }

@@ -53,11 +53,15 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
     };
     let summary = write_summary(&job, &store, run.id, ending, &invocation)?;
     println!(
-        "{}: {} report, {}/{} rows done",
+        "{}: {} report, {}/{} rows done{}",
         summary.run_id,
         if partial { "partial" } else { "complete" },
         summary.rows.done,
-        summary.rows.total
+        summary.rows.total,
+        summary
+            .input
+            .lines
+            .map_or(String::new(), |l| format!(" ({l} physical lines read)"))
     );
     for path in &outputs {
         println!("  wrote {}", path.display());

@@ -183,7 +183,7 @@ fn write_failure(
     let ending = Ending {
         state: RunState::Failed,
         pause_reason: None,
-        error: Some(crate::redact::redact(&format!("{err:#}"))),
+        error: Some(crate::redact::redact(&crate::exit::describe(err))),
         partial: false,
         clusters: Vec::new(),
         outputs: Vec::new(),

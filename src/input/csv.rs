@@ -132,7 +132,7 @@ fn read_header(reader: &mut Reader, decoder: Decoder, path: &Path) -> Result<Sch
         .with_context(|| format!("reading the header of {}", path.display()))?;
     if !has_header {
         return Err(usage(format!(
-            "input {} is empty: it has no header row",
+            "input {} is empty: line 1 holds no header row",
             path.display()
         )));
     }
@@ -140,7 +140,7 @@ fn read_header(reader: &mut Reader, decoder: Decoder, path: &Path) -> Result<Sch
     for (i, bytes) in record.iter().enumerate() {
         let (name, _) = decoder.decode(bytes).map_err(|_| {
             usage(format!(
-                "input {}: the header's column {} is not text in the file's encoding; set [input] encoding (utf-8, gbk or gb18030)",
+                "input {}: line 1 (the header), column {}, is not text in the file's encoding; set [input] encoding (utf-8, gbk or gb18030)",
                 path.display(),
                 i + 1
             ))
@@ -153,7 +153,7 @@ fn read_header(reader: &mut Reader, decoder: Decoder, path: &Path) -> Result<Sch
         };
         if names.contains(&name) {
             return Err(usage(format!(
-                "input {}: the header names the column \"{name}\" twice; column names must be unique",
+                "input {}: line 1 (the header) names the column \"{name}\" twice; column names must be unique",
                 path.display()
             )));
         }
@@ -494,5 +494,95 @@ mod tests {
         assert!(
             format!("{:#}", schema(&path, false, Encoding::Auto).unwrap_err()).contains("empty")
         );
+    }
+
+    /// Physical lines as a person counts them: `\n`, `\r\n` or a lone `\r`
+    /// ends one, and a last line without an ending counts.
+    fn lines_of(bytes: &[u8]) -> u64 {
+        let text = String::from_utf8_lossy(bytes)
+            .replace("\r\n", "\n")
+            .replace('\r', "\n");
+        text.lines().count() as u64
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 15_000,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Random bytes, quotes, line endings and encodings through the whole
+        /// CSV input path: either an error of the whole file that names a
+        /// line, or every physical line and every record accounted for.
+        #[test]
+        fn every_line_is_accounted_for_or_the_file_is_refused_naming_a_line(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    &b"a"[..], b"o1", b",", b",", b"\"", b"\"\"", b"\n", b"\r\n", b"\r",
+                    b"\xff", b"\xe4\xb8\xad", b"\xd6\xd0", b"\xef\xbb\xbf", b" ",
+                ]),
+                0..120,
+            ),
+            header in proptest::sample::select(vec![&b"openid,x\n"[..], b"openid\r\n", b""]),
+            encoding in proptest::sample::select(vec![
+                Encoding::Auto, Encoding::Utf8, Encoding::Gbk, Encoding::Gb18030,
+            ]),
+            gzip in proptest::bool::ANY,
+        ) {
+            let mut bytes = header.to_vec();
+            for piece in &pieces {
+                bytes.extend_from_slice(piece);
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = if gzip {
+                let path = dir.path().join("f.csv.gz");
+                let mut gz = flate2::write::GzEncoder::new(
+                    File::create(&path).unwrap(),
+                    flate2::Compression::fast(),
+                );
+                gz.write_all(&bytes).unwrap();
+                gz.finish().unwrap();
+                path
+            } else {
+                write(dir.path(), "f.csv", &bytes)
+            };
+            let refused = |err: anyhow::Error| {
+                let message = format!("{err:#}");
+                proptest::prop_assert!(message.contains("line"), "{}", message);
+                proptest::prop_assert_eq!(crate::exit::exit_for(&err), crate::exit::Exit::Usage);
+                Ok(())
+            };
+            let schema = match schema(&path, gzip, encoding) {
+                Ok((schema, _)) => schema,
+                Err(err) => return refused(err),
+            };
+            let counted = match count(&path, gzip) {
+                Ok(counted) => counted,
+                Err(err) => return refused(err),
+            };
+            let body = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF][..]).unwrap_or(&bytes);
+            proptest::prop_assert_eq!(counted.lines, Some(lines_of(body)));
+            let width = schema.fields().len();
+            let mut rows = 0u64;
+            for chunk in chunks(&path, gzip, encoding, schema, (0..width).collect(), 7).unwrap() {
+                let chunk = chunk.unwrap();
+                proptest::prop_assert_eq!(chunk.first_row, rows + 1);
+                for bad in &chunk.bad_rows {
+                    proptest::prop_assert!(!bad.reason.is_empty());
+                }
+                // Every field of a good row is sent, so none may hold a line break.
+                for column in chunk.batch.columns() {
+                    let text = column.as_string::<i32>();
+                    for (row, value) in text.iter().enumerate() {
+                        let refused = chunk.bad_rows.iter().any(|b| b.index == row);
+                        let broken = value.is_some_and(|v| v.contains(['\n', '\r']) || v.contains('\u{fffd}'));
+                        proptest::prop_assert!(refused || !broken, "{:?}", value);
+                    }
+                }
+                rows += chunk.len() as u64;
+            }
+            proptest::prop_assert_eq!(rows, counted.rows);
+        }
     }
 }

@@ -159,9 +159,17 @@ fn bytes_that_are_not_text_make_the_row_invalid_never_a_replacement_sent() {
     }
     assert!(bytes.len() > 1 << 20);
     bytes.extend_from_slice(b"o\xff\xfebad1,dX,10.0.0.1,x\n");
-    bytes.extend_from_slice(b"olast,dY,10.0.0.2,x\n");
+    bytes.extend_from_slice(b"olast,dY,10.0.0.2,");
+    // GBK in a column not sent: read as GBK, and the wrong guess is said.
+    bytes.extend_from_slice(&encoding_rs::GBK.encode("上海").0);
+    bytes.push(b'\n');
     ws.write("data/p.csv", &bytes);
-    assert_exit(&run(&ws, &[]), 0);
+    let output = run(&ws, &[]);
+    assert_exit(&output, 0);
+    assert_says(
+        &output,
+        &["row 12002", "\"note\" is not UTF-8", "[input] encoding"],
+    );
     let (header, rows) = read_csv(&ws.path("out/results.csv"));
     let cols = columns(&header);
     let bad = &rows[12_000];
@@ -174,6 +182,7 @@ fn bytes_that_are_not_text_make_the_row_invalid_never_a_replacement_sent() {
     );
     assert!(!bad[cols["openid"]].contains('\u{fffd}'));
     assert_eq!(rows[12_001][cols["risk_status"]], "ok");
+    assert_eq!(rows[12_001][cols["note"]], "上海");
     let sent = sim.stats().per_openid.unwrap();
     assert!(
         sent.keys().all(|o| o.is_ascii()),
@@ -470,4 +479,133 @@ fn a_parquet_input_damaged_mid_file_fails_with_the_row_and_a_summary_keeping_wha
     assert_exit(&again, 1);
     assert_eq!(sim.stats().max_sends_per_request, 1);
     assert_calls_match_the_server(&ws, &sim);
+}
+
+/// A small tmpfs mounted for the test, unmounted when dropped; None where
+/// this process may not mount (not root), and then the test says so.
+struct Tmpfs {
+    path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: std::path::PathBuf, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(&path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs at {} here", path.display());
+        }
+        mounted.then_some(Tmpfs { path })
+    }
+
+    fn grow(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_output_disk_fails_with_the_file_named_and_a_summary_then_recovers_without_calls() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", 5000, 7);
+    ws.write("jobs/acct.toml", job_with(&sim, ""));
+    let Some(disk) = Tmpfs::mount(ws.path("out"), "256k") else {
+        return;
+    };
+    let output = run(&ws, &[]);
+    assert_exit(&output, 1);
+    assert_says(&output, &["results.", "disk full", "run again"]);
+    let summary = summary_of(&ws);
+    assert_eq!(summary["state"], "failed");
+    assert!(summary["error"].as_str().unwrap().contains("results."));
+    assert_eq!(summary["rows"]["done"], 5000);
+    let paid = sim.stats().risk_requests;
+    disk.grow("64m");
+    let output = run(&ws, &[]);
+    assert_exit(&output, 0);
+    assert_says(&output, &["wrote", "results.parquet"]);
+    assert_eq!(read_csv(&ws.path("out/results.csv")).1.len(), 5000);
+    assert_eq!(sim.stats().risk_requests, paid, "no call paid again");
+    assert_calls_match_the_server(&ws, &sim);
+}
+
+#[test]
+fn calls_sent_stay_true_after_a_full_state_disk() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", 20_000, 8);
+    ws.write("jobs/acct.toml", job_with(&sim, ""));
+    let state = ws.path("state");
+    let Some(disk) = Tmpfs::mount(state.clone(), "1m") else {
+        return;
+    };
+    let in_state = |args: &[&str]| {
+        let mut all = vec!["run", "jobs/acct.toml", "--progress", "never"];
+        all.extend_from_slice(args);
+        ws.command(&all)
+            .env("RISKBATCH_STATE_DIR", &state)
+            .output()
+            .unwrap()
+    };
+    let full = in_state(&[]);
+    assert_exit(&full, 1);
+    assert_says(&full, &["state"]);
+    let summary = summary_of(&ws);
+    assert_eq!(summary["state"], "failed", "{summary:#}");
+    assert!(
+        summary["calls"]["sent"].as_u64().unwrap() <= sim.stats().risk_requests,
+        "{summary:#}"
+    );
+    disk.grow("256m");
+    let output = in_state(&[]);
+    assert_exit(&output, 0);
+    let summary = summary_of(&ws);
+    let sent = summary["calls"]["sent"].as_u64().unwrap();
+    let received = sim.stats().risk_requests;
+    // At most the calls in flight when the disk filled were lost, and paid again.
+    assert!(
+        sent <= received && received - sent <= 16,
+        "calls.sent {sent}, server {received}"
+    );
+    assert_eq!(summary["rows"]["done"], 20_000);
+}
+
+#[test]
+fn a_failing_token_command_is_named_by_its_program_never_its_arguments() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", 10, 9);
+    let job = job_with(&sim, "").replace(
+        "[api]\n",
+        "[api]\ntoken = { command = \"echo leaked-pass-42 >&2; exit 4 # --password leaked-pass-42\" }\n",
+    );
+    ws.write("jobs/acct.toml", job);
+    let output = run(&ws, &[]);
+    assert_exit(&output, 1);
+    assert_says(&output, &["api.token command (`echo`)", "exit status: 4"]);
+    let everything = format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr(&output),
+        std::fs::read_to_string(ws.path("out/summary.json")).unwrap()
+    );
+    assert!(!everything.contains("leaked-pass-42"), "{everything}");
+    assert_eq!(sim.stats().risk_requests, 0);
 }
