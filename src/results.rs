@@ -20,7 +20,7 @@ use crate::store::{RunRecord, Store};
 use crate::summary::{RunState, Summary, SummaryInput};
 
 /// Writes the result files of `run`; `partial` marks an unfinished run's
-/// report, where rows without a final outcome appear as `pending`/`failed`.
+/// report, where rows without a final outcome appear as `pending`.
 pub fn write_results(
     job: &Job,
     input: &InputFile,
@@ -78,6 +78,17 @@ pub fn write_results(
         let mut outcomes = Vec::with_capacity(chunk.len());
         for row in chunk.first_row..=last {
             match stored.next_if(|o| o.row == row) {
+                // SPEC §4: in a partial output a row without a final outcome
+                // is pending, whatever its last attempt said (a 45009 pause
+                // is no verdict on the row).
+                Some(outcome) if partial && !outcome.answer.status.is_final() => {
+                    outcomes.push(RowOutcome {
+                        row,
+                        answer: Answer::local(RowStatus::Pending, None, None, 0),
+                        source: None,
+                        attempts: outcome.attempts,
+                    })
+                }
                 Some(outcome) => outcomes.push(outcome),
                 None if partial => outcomes.push(RowOutcome {
                     row,

@@ -609,3 +609,30 @@ fn a_failing_token_command_is_named_by_its_program_never_its_arguments() {
     assert!(!everything.contains("leaked-pass-42"), "{everything}");
     assert_eq!(sim.stats().risk_requests, 0);
 }
+
+#[test]
+fn a_partial_report_shows_rows_without_a_final_outcome_as_pending() {
+    let sim = Sim::start(&["--daily-quota", "5"]);
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", 20, 10);
+    ws.write(
+        "jobs/acct.toml",
+        job_with(&sim, "").replace("concurrency = 8", "concurrency = 1"),
+    );
+    assert_exit(&run(&ws, &[]), 75);
+    assert_eq!(summary_of(&ws)["pause_reason"], "daily_quota");
+    assert_exit(&ws.run(&["report", "jobs/acct.toml"]), 0);
+    let (header, rows) = read_csv(&ws.path("out/results.csv"));
+    let cols = columns(&header);
+    let pending: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|r| r[cols["risk_status"]] != "ok")
+        .collect();
+    assert_eq!(pending.len(), 15);
+    for row in pending {
+        assert_eq!(row[cols["risk_status"]], "pending", "{row:?}");
+        for column in ["risk_level", "risk_label", "risk_errcode", "risk_message"] {
+            assert_eq!(row[cols[column]], "", "{column} of a pending row");
+        }
+    }
+}
