@@ -61,7 +61,7 @@ pub struct InputSpec {
 #[serde(rename_all = "kebab-case")]
 pub enum Encoding {
     Auto,
-    #[serde(alias = "utf8")]
+    #[serde(rename = "utf-8", alias = "utf8")]
     Utf8,
     Gbk,
     Gb18030,
@@ -73,6 +73,31 @@ pub struct OutputSpec {
     pub parquet: bool,
     pub csv: bool,
     pub mask: Vec<String>,
+    pub csv_encoding: CsvEncoding,
+    /// Where metrics.prom goes, as written (relative to `dir`).
+    pub metrics: PathBuf,
+}
+
+impl OutputSpec {
+    /// metrics.prom's path: in `dir` unless the job names an absolute one
+    /// (node_exporter's textfile folder).
+    pub fn metrics_path(&self) -> PathBuf {
+        self.dir.join(&self.metrics)
+    }
+}
+
+/// The encoding of results.csv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CsvEncoding {
+    #[default]
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+    /// UTF-8 with a byte-order mark: what Excel needs to open it as UTF-8.
+    #[serde(rename = "utf-8-bom", alias = "utf8-bom")]
+    Utf8Bom,
+    Gbk,
+    Gb18030,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +124,8 @@ pub struct ApiSpec {
     pub appid_env: String,
     pub secret_env: String,
     pub token: TokenSource,
+    /// What one call costs, for estimates and the report.
+    pub price_per_call: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +198,9 @@ struct RawOutput {
     formats: Option<Vec<String>>,
     #[serde(default)]
     mask: Vec<String>,
+    #[serde(default)]
+    csv_encoding: CsvEncoding,
+    metrics: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -184,6 +214,7 @@ struct RawApi {
     /// Present only so that a secret written into the file gets its own error.
     secret: Option<toml::Value>,
     appid: Option<toml::Value>,
+    price_per_call: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -437,6 +468,15 @@ impl Job {
             None => resolve(&folder, raw.state.dir.as_deref().unwrap_or(".riskbatch")),
         };
         raw.sim.validate().map_err(|e| bad("sim", e))?;
+        let price_per_call = match raw.api.price_per_call {
+            Some(p) if !(p.is_finite() && p >= 0.0) => {
+                return Err(bad(
+                    "api.price_per_call",
+                    format!("{p} is not a price (0 or more)"),
+                ));
+            }
+            p => p,
+        };
 
         Ok(Job {
             state_dir: shared_state_dir.join(&raw.name),
@@ -451,10 +491,12 @@ impl Job {
                 columns,
             },
             output: OutputSpec {
-                dir: output_dir,
+                dir: output_dir.clone(),
                 parquet: formats.iter().any(|f| f == "parquet"),
                 csv: formats.iter().any(|f| f == "csv"),
+                metrics: PathBuf::from(raw.output.metrics.as_deref().unwrap_or("metrics.prom")),
                 mask: raw.output.mask,
+                csv_encoding: raw.output.csv_encoding,
             },
             api: ApiSpec {
                 base_url,
@@ -462,6 +504,7 @@ impl Job {
                 appid_env,
                 secret_env,
                 token,
+                price_per_call,
             },
             throttle,
             lists,

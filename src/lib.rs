@@ -5,12 +5,12 @@
 //! The pipeline, one module per stage: [`job`] (the job file) → [`input`]
 //! (chunks of rows) → [`runner`] (decides rows, paces calls, records outcomes
 //! in the [`store`]) via [`wechat`] (requests, answers, tokens) → [`results`]
-//! (result files via [`output`], [`summary`], [`clusters`]). [`sim`] stands in
+//! (result files via [`output`]) and [`report`] (summary.json, report.html,
+//! metrics.prom, clusters). [`sim`] stands in
 //! for WeChat; [`generator`] makes participant lists.
 
 pub mod cli;
 pub mod clock;
-pub mod clusters;
 mod cmd;
 pub mod duration;
 pub mod exit;
@@ -24,12 +24,12 @@ pub mod output;
 pub mod pacer;
 pub mod progress;
 pub mod redact;
+pub mod report;
 pub mod results;
 pub mod runner;
 pub mod sim;
 pub mod state;
 pub mod store;
-pub mod summary;
 pub mod wechat;
 
 use std::ffi::OsString;

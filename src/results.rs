@@ -9,15 +9,12 @@ use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_schema::DataType;
 
-use crate::clock::now_ms;
-use crate::clusters::{CLUSTER_FIELDS, Cluster, ClusterCounter};
 use crate::input::InputFile;
 use crate::job::{API_FIELDS, Job};
 use crate::outcome::{Answer, RowOutcome, RowStatus};
-use crate::output::owner::{ResultsOf, results_present};
 use crate::output::{Masker, OutputOwner, OutputPlan, ResultWriter};
+use crate::report::clusters::{CLUSTER_FIELDS, Cluster, ClusterCounter};
 use crate::store::{RunRecord, Store};
-use crate::summary::{RunState, Summary, SummaryInput};
 
 /// Writes the result files of `run`; `partial` marks an unfinished run's
 /// report, where rows without a final outcome appear as `pending`.
@@ -54,6 +51,7 @@ pub fn write_results(
                 .filter(|field| **field != "mchcode")
                 .filter_map(|field| job.column(field).map(str::to_string))
                 .collect(),
+            csv_encoding: job.output.csv_encoding,
             partial,
             owner: &owner,
         },
@@ -78,17 +76,15 @@ pub fn write_results(
         let mut outcomes = Vec::with_capacity(chunk.len());
         for row in chunk.first_row..=last {
             match stored.next_if(|o| o.row == row) {
-                // SPEC §4: in a partial output a row without a final outcome
-                // is pending, whatever its last attempt said (a 45009 pause
-                // is no verdict on the row).
-                Some(outcome) if partial && !outcome.answer.status.is_final() => {
-                    outcomes.push(RowOutcome {
-                        row,
-                        answer: Answer::local(RowStatus::Pending, None, None, 0),
-                        source: None,
-                        attempts: outcome.attempts,
-                    })
-                }
+                // A row stopped by a pause (45009, code 13) has no verdict of
+                // its own: pending, not failed. A row whose retries ran out
+                // keeps `failed` with WeChat's message (wechat-api.md §3).
+                Some(outcome) if partial && paused_row(&outcome) => outcomes.push(RowOutcome {
+                    row,
+                    answer: Answer::local(RowStatus::Pending, None, None, 0),
+                    source: None,
+                    attempts: outcome.attempts,
+                }),
                 Some(outcome) => outcomes.push(outcome),
                 None if partial => outcomes.push(RowOutcome {
                     row,
@@ -129,6 +125,11 @@ pub fn write_results(
     Ok((paths, top))
 }
 
+fn paused_row(outcome: &RowOutcome) -> bool {
+    let answer = &outcome.answer;
+    !answer.status.is_final() && (answer.errcode == Some(45009) || answer.code == Some(13))
+}
+
 /// Who the outputs of `run` belong to.
 pub fn owner(job: &Job, run: &RunRecord) -> OutputOwner {
     OutputOwner {
@@ -144,68 +145,4 @@ pub fn stored_clusters(store: &Store, run: i64) -> Result<Vec<Cluster>> {
         Some(json) => serde_json::from_str(&json).unwrap_or_default(),
         None => Vec::new(),
     })
-}
-
-/// What an invocation did, for the summary.
-pub struct Invocation {
-    pub started_at: i64,
-    pub rows_decided: u64,
-    pub calls_sent: u64,
-}
-
-/// How an invocation ends, for the summary.
-pub struct Ending {
-    pub state: RunState,
-    pub pause_reason: Option<crate::outcome::PauseReason>,
-    pub error: Option<String>,
-    /// The result files were written from an unfinished run.
-    pub partial: bool,
-    pub clusters: Vec<Cluster>,
-    /// Result files written by this invocation; none keeps those present.
-    pub outputs: Vec<PathBuf>,
-}
-
-/// Builds and writes `summary.json`; returns it for printing.
-pub fn write_summary(
-    job: &Job,
-    store: &Store,
-    run_id: i64,
-    ending: Ending,
-    invocation: &Invocation,
-) -> Result<Summary> {
-    let run = store.run_by_id(run_id)?;
-    let counts = store.counts(run_id)?;
-    let outputs: Vec<String> = ending
-        .outputs
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let results_of = if outputs.is_empty() {
-        results_present(&job.output.dir, &job.name)
-    } else {
-        Some(ResultsOf {
-            run_id: run.run_id.clone(),
-            partial: ending.partial,
-            files: outputs.clone(),
-        })
-    };
-    let summary = Summary::build(SummaryInput {
-        job: &job.name,
-        run: &run,
-        counts: &counts,
-        chunks_done: store.chunks_done_count(run_id)?,
-        state: ending.state,
-        pause_reason: ending.pause_reason,
-        error: ending.error,
-        partial: ending.partial,
-        clusters: ending.clusters,
-        outputs,
-        results_of,
-        started_at: invocation.started_at,
-        finished_at: now_ms(),
-        rows_this_invocation: invocation.rows_decided,
-        calls_this_invocation: invocation.calls_sent,
-    });
-    summary.write(&job.output.dir)?;
-    Ok(summary)
 }

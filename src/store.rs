@@ -552,6 +552,27 @@ impl Store {
             })? as u64)
     }
 
+    /// When each done chunk of the run finished, by chunk number: the run's
+    /// throughput over time, across invocations.
+    pub fn chunk_done_times(&self, run: i64) -> Result<Vec<(u64, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT chunk, done_at FROM chunks WHERE run = ?1 ORDER BY done_at")?;
+        let times = stmt
+            .query_map([run], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(times)
+    }
+
+    /// When a run of this job last completed, any input.
+    pub fn last_completed_at(&self) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT MAX(completed_at) FROM runs", [], |r| r.get(0))?)
+    }
+
     /// Counts of the run's stored rows by status, level, source and errcode.
     pub fn counts(&self, run: i64) -> Result<RowCounts> {
         // Grouped here, not by SQLite: its GROUP BY sorts every row of the

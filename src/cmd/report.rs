@@ -8,9 +8,10 @@ use crate::clock::now_ms;
 use crate::exit::{Exit, usage};
 use crate::input;
 use crate::lock::{Locked, try_lock};
-use crate::results::{Ending, Invocation, write_results, write_summary};
+use crate::report::summary::RunState;
+use crate::report::{Ending, Invocation, write_reports};
+use crate::results::write_results;
 use crate::store::Store;
-use crate::summary::RunState;
 
 pub fn execute(args: JobArgs) -> Result<Exit> {
     let started_at = now_ms();
@@ -51,7 +52,7 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
         clusters,
         outputs: outputs.clone(),
     };
-    let summary = write_summary(&job, &store, run.id, ending, &invocation)?;
+    let summary = write_reports(&job, &store, run.id, ending, &invocation)?;
     println!(
         "{}: {} report, {}/{} rows done{}",
         summary.run_id,
@@ -66,6 +67,12 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
     for path in &outputs {
         println!("  wrote {}", path.display());
     }
-    println!("  wrote {}", job.output.dir.join("summary.json").display());
+    for path in [
+        job.output.dir.join("summary.json"),
+        job.output.dir.join("report.html"),
+        job.output.metrics_path(),
+    ] {
+        println!("  wrote {}", path.display());
+    }
     Ok(Exit::Complete)
 }

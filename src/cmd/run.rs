@@ -16,10 +16,11 @@ use crate::lock::{Locked, try_lock};
 use crate::outcome::PauseReason;
 use crate::output::owner::{owning_job, previous_summary, results_are_own};
 use crate::pacer::Pacer;
-use crate::results::{Ending, Invocation, stored_clusters, write_results, write_summary};
+use crate::report::summary::RunState;
+use crate::report::{Ending, Invocation, write_reports};
+use crate::results::{stored_clusters, write_results};
 use crate::runner::{Bounds, CallSide, Lists, RunEnd, Runner};
 use crate::store::{RunRecord, Store};
-use crate::summary::RunState;
 use crate::wechat::client::{RiskClient, http_client};
 use crate::wechat::token::{Credentials, TokenProvider};
 use crate::wechat::token_cache::TokenCache;
@@ -149,7 +150,7 @@ fn already_complete(
         );
         write_results(job, input, store, run, false)?
     };
-    let summary = write_summary(
+    let summary = write_reports(
         job,
         store,
         run.id,
@@ -188,7 +189,7 @@ fn write_failure(
         clusters: Vec::new(),
         outputs: Vec::new(),
     };
-    if let Err(also) = write_summary(job, store, run.id, ending, invocation) {
+    if let Err(also) = write_reports(job, store, run.id, ending, invocation) {
         tracing::error!("summary.json could not be written either: {also:#}");
     }
 }
@@ -283,7 +284,7 @@ impl Session<'_> {
             clusters,
             outputs: outputs.clone(),
         };
-        let summary = write_summary(job, store, run.id, ending, invocation)?;
+        let summary = write_reports(job, store, run.id, ending, invocation)?;
         print_outcome(job, &summary, &outputs);
         match (end, reason) {
             (RunEnd::Failed(message), _) => {
@@ -359,7 +360,11 @@ fn pause_explanation(reason: PauseReason) -> &'static str {
     }
 }
 
-fn print_outcome(job: &Job, summary: &crate::summary::Summary, outputs: &[std::path::PathBuf]) {
+fn print_outcome(
+    job: &Job,
+    summary: &crate::report::summary::Summary,
+    outputs: &[std::path::PathBuf],
+) {
     let levels = &summary.risk_levels;
     let level = |k: &str| levels.get(k).copied().unwrap_or(0);
     println!(
@@ -377,7 +382,13 @@ fn print_outcome(job: &Job, summary: &crate::summary::Summary, outputs: &[std::p
     for path in outputs {
         println!("  wrote {}", path.display());
     }
-    println!("  wrote {}", job.output.dir.join("summary.json").display());
+    for path in [
+        job.output.dir.join("summary.json"),
+        job.output.dir.join("report.html"),
+        job.output.metrics_path(),
+    ] {
+        println!("  wrote {}", path.display());
+    }
 }
 
 /// Opens the job's checkpoint store. A store that cannot be read stops the

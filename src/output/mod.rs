@@ -153,6 +153,7 @@ pub struct OutputPlan<'a> {
     /// Input columns of near-unique values (the participant's identifiers),
     /// written without a dictionary.
     pub unique_columns: Vec<String>,
+    pub csv_encoding: crate::job::CsvEncoding,
     /// Written into the Parquet metadata, with the run the file comes from.
     pub partial: bool,
     pub owner: &'a OutputOwner,
@@ -172,6 +173,7 @@ pub struct ResultWriter<'a> {
     schema: SchemaRef,
     parquet: Option<(ParquetThread, AtomicFile)>,
     csv: Option<(csv::CsvResults, AtomicFile)>,
+    csv_failed: Option<anyhow::Error>,
 }
 
 /// Encodes and compresses the Parquet file on a thread of its own, beside
@@ -272,7 +274,7 @@ impl<'a> ResultWriter<'a> {
         };
         let csv = if plan.csv {
             let target = AtomicFile::create(&plan.dir.join("results.csv"))?;
-            let writer = csv::CsvResults::new(target.file()?, &schema)?;
+            let writer = csv::CsvResults::new(target.file()?, &schema, plan.csv_encoding)?;
             Some((writer, target))
         } else {
             None
@@ -282,6 +284,7 @@ impl<'a> ResultWriter<'a> {
             schema,
             parquet,
             csv,
+            csv_failed: None,
         })
     }
 
@@ -300,10 +303,13 @@ impl<'a> ResultWriter<'a> {
         if let Some((writer, _)) = &mut self.parquet {
             writer.write(batch.clone());
         }
-        if let Some((writer, _)) = &mut self.csv {
-            writer
-                .write(&batch)
-                .with_context(|| writing(&self.plan.dir.join("results.csv")))?;
+        if let Some((writer, _)) = &mut self.csv
+            && let Err(err) = writer.write(&batch)
+        {
+            // The other files are still written; `finish` reports this.
+            self.csv = None;
+            let path = self.plan.dir.join("results.csv");
+            self.csv_failed = Some(err.context(format!("writing {}", path.display())));
         }
         Ok(())
     }
@@ -321,7 +327,21 @@ impl<'a> ResultWriter<'a> {
             writer.finish().with_context(|| writing(&path))?;
             written.push(target.commit().with_context(|| writing(&path))?);
         }
-        Ok(written)
+        match self.csv_failed {
+            Some(err) => {
+                // An earlier run's file must not stand in for this run's.
+                let _ = std::fs::remove_file(self.plan.dir.join("results.csv"));
+                Err(err.context(format!(
+                    "{} written, results.csv not",
+                    written
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+            None => Ok(written),
+        }
     }
 }
 
@@ -390,6 +410,7 @@ mod tests {
                 mask: Vec::new(),
                 masker: None,
                 unique_columns: vec!["openid".into()],
+                csv_encoding: crate::job::CsvEncoding::Utf8,
                 partial: false,
                 owner: &owner,
             },

@@ -5,5 +5,6 @@ mod end_to_end;
 mod faults;
 mod harness;
 mod integrity;
+mod reports;
 mod resume;
 mod soak;

@@ -7,10 +7,10 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::clock::iso_ms;
-use crate::clusters::Cluster;
 use crate::outcome::{PauseReason, RiskSource, RowStatus};
 use crate::output::owner::ResultsOf;
 use crate::output::write_atomically;
+use crate::report::clusters::Cluster;
 use crate::store::{RowCounts, RunRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
