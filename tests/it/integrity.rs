@@ -636,3 +636,38 @@ fn a_partial_report_shows_rows_without_a_final_outcome_as_pending() {
         }
     }
 }
+
+#[test]
+fn the_state_folder_ignores_itself_and_is_private() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    ws.participants("jobs/data/p.csv", 20, 13);
+    ws.write(
+        "jobs/acct.toml",
+        job_with(&sim, "").replace("../data/p.csv", "data/p.csv"),
+    );
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(ws.path("jobs"))
+            .output()
+    };
+    let Ok(init) = git(&["init", "-q"]) else {
+        eprintln!("skipped: no git here");
+        return;
+    };
+    assert!(init.status.success());
+    assert_exit(&run(&ws, &[]), 0);
+    let status = git(&["status", "--porcelain", "--untracked-files=all"]).unwrap();
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(!listed.contains(".riskbatch"), "{listed}");
+    assert!(listed.contains("acct.toml"), "{listed}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| std::fs::metadata(ws.path(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("jobs/.riskbatch"), 0o700);
+        assert_eq!(mode("jobs/.riskbatch/acct"), 0o700);
+        assert_eq!(mode("jobs/.riskbatch/acct/checkpoint.sqlite"), 0o600);
+    }
+}
