@@ -35,8 +35,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the job: call the API for every row not yet done, write the outputs.
     Run(RunArgs),
-    /// Validate the job and its input, count rows and calls; no API call.
-    Check(JobArgs),
+    /// Validate the job and its input, estimate calls, time and cost; no API call.
+    Check(CheckArgs),
     /// Show the progress of the run for this input, from the checkpoint store.
     Status(JobArgs),
     /// Write the outputs and summary from the checkpoint store (partial if unfinished).
@@ -55,6 +55,16 @@ pub struct JobArgs {
     /// Use this input file instead of the job's [input] path.
     #[arg(long)]
     pub input: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+
+    /// Print the estimate as one JSON object (keys in SPEC section 1).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

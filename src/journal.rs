@@ -245,12 +245,12 @@ pub fn apply(store: &mut Store, run: i64, record: &CallRecord, now: i64) -> Resu
     if let Some(key) = &record.key {
         store.put_answer(key, run, record.outcome.row)?;
     }
-    store.add_calls(
-        run,
-        u64::from(record.requests),
-        u64::from(record.requests.saturating_sub(1)),
-        now,
-    )
+    let tally = crate::store::CallTally {
+        sent: u64::from(record.requests),
+        retries: u64::from(record.requests.saturating_sub(1)),
+        ..Default::default()
+    };
+    store.add_calls(run, tally, now)
 }
 
 /// Deletes the journal of a discarded run.

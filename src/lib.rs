@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 mod cmd;
 pub mod duration;
+pub mod estimate;
 pub mod exit;
 pub mod generator;
 pub mod input;
@@ -55,10 +56,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Run(args) => cmd::run::execute(args),
+        Command::Run(args) => cmd::run::execute(args, cli.log_format),
         Command::Check(args) => cmd::check::execute(args),
         Command::Status(args) => cmd::status::execute(args),
-        Command::Report(args) => cmd::report::execute(args),
+        Command::Report(args) => cmd::report::execute(args, cli.log_format),
         Command::Sim(args) => cmd::sim::execute(args),
         Command::Gen(args) => cmd::generate::execute(args),
     };

@@ -24,6 +24,7 @@ pub struct Figures {
     pub total: u64,
     pub high_risk: u64,
     pub calls: u64,
+    pub retries: u64,
     pub rate: u32,
 }
 
@@ -42,15 +43,17 @@ impl Progress {
             ProgressMode::Auto => std::io::stderr().is_terminal(),
         };
         let bar = show_bar.then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
+            let bar =
+                ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
+            // The figures are formatted here, not by indicatif's `{per_sec}`
+            // and `{eta}`: those print 4 decimals and an ETA of 0s before the
+            // first row, and a `{wide_bar}` beside long fields shrinks to a cell.
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows  {per_sec}  ETA {eta}  {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template("{spinner} {bar:12} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             bar.set_position(done);
-            bar.reset_eta();
             bar
         });
         Progress {
@@ -62,39 +65,142 @@ impl Progress {
     }
 
     pub fn update(&mut self, f: Figures) {
+        let speed = self.speed(f.done);
         if let Some(bar) = &self.bar {
+            let width = console::Term::stderr().size().1 as usize;
             bar.set_position(f.done);
-            bar.set_message(format!("high risk {}  calls {}", f.high_risk, f.calls));
+            // The spinner and the bar take 14 cells.
+            bar.set_message(bar_line(&f, speed, width.saturating_sub(14).max(20)));
         } else if self.last_log.elapsed() >= LOG_EVERY {
             self.last_log = Instant::now();
-            let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
-            let speed = (f.done - self.done_at_start.min(f.done)) as f64 / elapsed;
-            let eta = if speed > 0.0 {
-                crate::duration::human(Duration::from_secs_f64(
-                    f.total.saturating_sub(f.done) as f64 / speed,
-                ))
-            } else {
-                "?".into()
-            };
+            let eta = eta(&f, speed).unwrap_or_else(|| "?".into());
             tracing::info!(
                 done = f.done,
                 total = f.total,
-                rows_per_second = speed.round(),
+                rows_per_second = speed.map_or(0.0, f64::round),
                 high_risk = f.high_risk,
                 calls = f.calls,
+                retries = f.retries,
                 rate = f.rate,
                 "progress {}/{} rows, {:.0} rows/s, ETA {eta}, {} high risk",
                 f.done,
                 f.total,
-                speed,
+                speed.unwrap_or(0.0),
                 f.high_risk
             );
         }
+    }
+
+    /// Rows per second of this invocation, once it has decided a row and run
+    /// a second: earlier figures swing too much to be worth showing.
+    fn speed(&self, done: u64) -> Option<f64> {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let decided = done.saturating_sub(self.done_at_start);
+        (elapsed >= 1.0 && decided > 0).then(|| decided as f64 / elapsed)
     }
 
     pub fn finish(self) {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+fn eta(f: &Figures, speed: Option<f64>) -> Option<String> {
+    let speed = speed?;
+    let left = f.total.saturating_sub(f.done) as f64 / speed;
+    Some(crate::duration::human(Duration::from_secs(
+        left.ceil() as u64
+    )))
+}
+
+/// The bar's text, fields in order of importance, as many as fit in `width`.
+fn bar_line(f: &Figures, speed: Option<f64>, width: usize) -> String {
+    let percent = if f.total > 0 {
+        f.done as f64 * 100.0 / f.total as f64
+    } else {
+        100.0
+    };
+    let mut fields = vec![
+        format!("{}/{} rows", thousands(f.done), thousands(f.total)),
+        format!("{percent:.1}%"),
+    ];
+    if let Some(speed) = speed {
+        fields.push(format!("{} rows/s", thousands(speed.round() as u64)));
+    }
+    if let Some(eta) = eta(f, speed) {
+        fields.push(format!("ETA {eta}"));
+    }
+    fields.push(format!("high {}", thousands(f.high_risk)));
+    fields.push(format!("calls {}", thousands(f.calls)));
+    fields.push(format!("retries {}", thousands(f.retries)));
+    let mut line = String::new();
+    for field in fields {
+        let extra = if line.is_empty() { 0 } else { 2 };
+        if line.len() + extra + field.len() > width {
+            break;
+        }
+        if !line.is_empty() {
+            line.push_str("  ");
+        }
+        line.push_str(&field);
+    }
+    line
+}
+
+/// 1234567 as "1,234,567".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(done: u64, total: u64) -> Figures {
+        Figures {
+            done,
+            total,
+            high_risk: 1_234,
+            calls: 456_789,
+            retries: 12,
+            rate: 1000,
+        }
+    }
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(12_345_678), "12,345,678");
+    }
+
+    #[test]
+    fn the_line_fits_80_columns_with_the_bar() {
+        let line = bar_line(&figures(456_789, 10_000_000), Some(37_463.801_8), 80 - 14);
+        assert!(line.len() <= 66, "{line} ({} chars)", line.len());
+        assert!(
+            line.starts_with("456,789/10,000,000 rows  4.6%  37,464 rows/s  ETA "),
+            "{line}"
+        );
+        assert!(!line.contains(".8018"), "{line}");
+    }
+
+    #[test]
+    fn no_speed_and_no_eta_before_the_first_row() {
+        let line = bar_line(&figures(0, 50_000), None, 200);
+        assert_eq!(
+            line,
+            "0/50,000 rows  0.0%  high 1,234  calls 456,789  retries 12"
+        );
     }
 }

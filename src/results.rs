@@ -13,7 +13,9 @@ use crate::input::InputFile;
 use crate::job::{API_FIELDS, Job};
 use crate::outcome::{Answer, RowOutcome, RowStatus};
 use crate::output::{Masker, OutputOwner, OutputPlan, ResultWriter};
-use crate::report::clusters::{CLUSTER_FIELDS, Cluster, ClusterCounter};
+use crate::report::clusters::{
+    CLUSTER_FIELDS, Cluster, ClusterCounter, Found, Member, MemberCollector,
+};
 use crate::store::{RunRecord, Store};
 
 /// Writes the result files of `run`; `partial` marks an unfinished run's
@@ -24,7 +26,7 @@ pub fn write_results(
     store: &mut Store,
     run: &RunRecord,
     partial: bool,
-) -> Result<(Vec<PathBuf>, Vec<Cluster>)> {
+) -> Result<(Vec<PathBuf>, Found)> {
     let masker = if job.output.mask.is_empty() {
         None
     } else {
@@ -99,18 +101,13 @@ pub fn write_results(
         }
         writer.write(&chunk.batch, &outcomes)?;
         for &(field, column) in &cluster_columns {
-            let values = chunk.batch.column(column);
-            let values = match values.data_type() {
-                DataType::Utf8 => values.clone(),
-                _ => arrow_cast::cast(values, &DataType::Utf8)?,
-            };
+            let values = text_column(&chunk.batch, column)?;
             let values = values.as_string::<i32>();
             for (i, outcome) in outcomes.iter().enumerate() {
-                if values.is_null(i) || values.value(i).trim().is_empty() {
+                let Some(value) = cell(values, i) else {
                     continue;
-                }
+                };
                 let high = outcome.answer.level == Some(3);
-                let value = values.value(i).trim();
                 match (&masker, mask.contains(&column)) {
                     (Some(masker), true) => clusters.add(field, &masker.mask(value), high),
                     _ => clusters.add(field, value, high),
@@ -120,9 +117,112 @@ pub fn write_results(
     }
     let paths = writer.finish()?;
     let top = clusters.top();
-    store.set_clusters(run.id, &serde_json::to_string(&top)?)?;
+    let members = if top.is_empty() {
+        Vec::new()
+    } else {
+        let columns = ClusterColumns {
+            fields: &cluster_columns,
+            mask: &mask,
+            masker: masker.as_ref(),
+        };
+        collect_members(job, input, store, run, &top, &columns)?
+    };
+    let found = Found {
+        clusters: top,
+        members,
+    };
+    store.set_clusters(run.id, &serde_json::to_string(&found)?)?;
     store.commit()?;
-    Ok((paths, top))
+    Ok((paths, found))
+}
+
+/// The input columns the clusters are counted on, and how they are masked.
+struct ClusterColumns<'a> {
+    /// (index in `CLUSTER_FIELDS`, column in the input)
+    fields: &'a [(usize, usize)],
+    mask: &'a [usize],
+    masker: Option<&'a Masker>,
+}
+
+/// The first rows of each cluster, from a second pass over the input: the
+/// clusters are known only once the first pass has counted every row.
+fn collect_members(
+    job: &Job,
+    input: &InputFile,
+    store: &Store,
+    run: &RunRecord,
+    clusters: &[Cluster],
+    columns: &ClusterColumns<'_>,
+) -> Result<Vec<Vec<Member>>> {
+    let mut collector = MemberCollector::new(clusters);
+    let openid_column = job
+        .column("openid")
+        .and_then(|c| input.schema.index_of(c).ok());
+    for chunk in input.chunks(run.chunk_size as usize)? {
+        let chunk = chunk?;
+        let last = chunk.first_row + chunk.len() as u64 - 1;
+        let levels: std::collections::HashMap<u64, Option<u8>> = store
+            .rows_between(run.id, chunk.first_row, last)?
+            .into_iter()
+            .map(|o| (o.row, o.answer.level))
+            .collect();
+        let openids = openid_column
+            .map(|c| text_column(&chunk.batch, c))
+            .transpose()?;
+        for &(field, column) in columns.fields {
+            if !collector.wants(field) {
+                continue;
+            }
+            let masked = columns.mask.contains(&column);
+            let values = text_column(&chunk.batch, column)?;
+            let values = values.as_string::<i32>();
+            for i in 0..chunk.len() {
+                let Some(value) = cell(values, i) else {
+                    continue;
+                };
+                let value = match (columns.masker, masked) {
+                    (Some(masker), true) => masker.mask(value),
+                    _ => value.to_string(),
+                };
+                let row = chunk.first_row + i as u64;
+                collector.add(field, &value, || {
+                    let openid = openids
+                        .as_ref()
+                        .and_then(|o| cell(o.as_string::<i32>(), i))
+                        .unwrap_or_default();
+                    let openid = match (
+                        columns.masker,
+                        openid_column.is_some_and(|c| columns.mask.contains(&c)),
+                    ) {
+                        (Some(masker), true) => masker.mask(openid),
+                        _ => openid.to_string(),
+                    };
+                    Member {
+                        row,
+                        openid,
+                        level: levels.get(&row).copied().flatten(),
+                    }
+                });
+            }
+        }
+    }
+    Ok(collector.finish())
+}
+
+/// A column as text, whatever its type in the input.
+fn text_column(batch: &arrow_array::RecordBatch, column: usize) -> Result<arrow_array::ArrayRef> {
+    let values = batch.column(column);
+    Ok(match values.data_type() {
+        DataType::Utf8 => values.clone(),
+        _ => arrow_cast::cast(values, &DataType::Utf8)?,
+    })
+}
+
+/// A non-blank cell, trimmed.
+fn cell(values: &arrow_array::StringArray, i: usize) -> Option<&str> {
+    (!values.is_null(i))
+        .then(|| values.value(i).trim())
+        .filter(|v| !v.is_empty())
 }
 
 fn paused_row(outcome: &RowOutcome) -> bool {
@@ -140,9 +240,17 @@ pub fn owner(job: &Job, run: &RunRecord) -> OutputOwner {
 }
 
 /// The clusters found when the run's results were last written.
-pub fn stored_clusters(store: &Store, run: i64) -> Result<Vec<Cluster>> {
+pub fn stored_clusters(store: &Store, run: i64) -> Result<Found> {
     Ok(match store.clusters(run)? {
-        Some(json) => serde_json::from_str(&json).unwrap_or_default(),
-        None => Vec::new(),
+        Some(json) => serde_json::from_str(&json)
+            .or_else(|_| {
+                // Stores written before the rows were kept hold the clusters alone.
+                serde_json::from_str(&json).map(|clusters| Found {
+                    clusters,
+                    members: Vec::new(),
+                })
+            })
+            .unwrap_or_default(),
+        None => Found::default(),
     })
 }

@@ -28,7 +28,7 @@ use crate::job::Job;
 use crate::journal::{CallRecord, Journal, Sealed};
 use crate::outcome::{Answer, PauseReason, RiskSource, RowOutcome, RowStatus};
 use crate::progress::{Figures, Progress, ProgressMode};
-use crate::store::{RunRecord, Store};
+use crate::store::{CallTally, RunRecord, Store};
 use crate::wechat::client::{CallEnd, CallResult, RiskClient};
 use crate::wechat::{RequestKey, RiskRequest};
 
@@ -166,8 +166,8 @@ pub struct Runner<'a> {
     received: HashMap<u64, u64>,
     rows_decided: u64,
     calls_sent: u64,
-    calls_unsaved: u64,
-    retries_unsaved: u64,
+    retries_sent: u64,
+    unsaved: CallTally,
     figures: Figures,
 }
 
@@ -211,8 +211,8 @@ impl<'a> Runner<'a> {
             received: HashMap::new(),
             rows_decided: 0,
             calls_sent: 0,
-            calls_unsaved: 0,
-            retries_unsaved: 0,
+            retries_sent: 0,
+            unsaved: CallTally::default(),
             figures: Figures::default(),
         }
     }
@@ -226,6 +226,7 @@ impl<'a> Runner<'a> {
             total: self.run.rows_total.unwrap_or(0),
             high_risk: counts.levels[3],
             calls: self.run.calls_sent,
+            retries: self.run.retries,
             rate: self.job.throttle.rate,
         };
         let mut progress = Progress::new(progress_mode, self.figures.total, self.figures.done);
@@ -360,6 +361,7 @@ impl<'a> Runner<'a> {
                 self.save()?;
             }
             self.figures.calls = self.run.calls_sent + self.calls_sent;
+            self.figures.retries = self.run.retries + self.retries_sent;
             self.figures.rate = self.calls.client.pacer.current_rate();
             progress.update(self.figures);
         }
@@ -542,8 +544,13 @@ impl<'a> Runner<'a> {
         }
         let attempts = result.attempts;
         self.calls_sent += u64::from(attempts);
-        self.calls_unsaved += u64::from(attempts);
-        self.retries_unsaved += u64::from(attempts.saturating_sub(1));
+        self.retries_sent += u64::from(attempts.saturating_sub(1));
+        self.unsaved.sent += u64::from(attempts);
+        self.unsaved.retries += u64::from(attempts.saturating_sub(1));
+        if attempts > 0 {
+            self.unsaved.busy_us += result.busy.as_micros() as u64;
+            self.unsaved.timed += 1;
+        }
         let waiters = self.waiting.remove(&order.key).unwrap_or_default();
         let Some(record) = record else {
             // Queued when the run stopped: the row stays pending, and so do its duplicates.
@@ -641,17 +648,11 @@ impl<'a> Runner<'a> {
         {
             self.sealed.push(sealed);
         }
-        if self.calls_unsaved > 0 || self.writes > 0 {
-            self.store.add_calls(
-                self.run.id,
-                self.calls_unsaved,
-                self.retries_unsaved,
-                now_ms(),
-            )?;
+        if self.unsaved.sent > 0 || self.writes > 0 {
+            self.store.add_calls(self.run.id, self.unsaved, now_ms())?;
         }
         self.store.commit()?;
-        self.calls_unsaved = 0;
-        self.retries_unsaved = 0;
+        self.unsaved = CallTally::default();
         self.writes = 0;
         self.last_commit = Instant::now();
         if let Some(journal) = &self.journal {

@@ -32,7 +32,11 @@ CREATE TABLE IF NOT EXISTS runs (
     calls_sent    INTEGER NOT NULL DEFAULT 0,
     retries       INTEGER NOT NULL DEFAULT 0,
     clusters      TEXT,
-    lines_total   INTEGER
+    lines_total   INTEGER,
+    busy_us       INTEGER NOT NULL DEFAULT 0,
+    timed_calls   INTEGER NOT NULL DEFAULT 0,
+    calling_ms    INTEGER NOT NULL DEFAULT 0,
+    pace          TEXT
 );
 CREATE TABLE IF NOT EXISTS chunks (
     run     INTEGER NOT NULL,
@@ -147,6 +151,49 @@ impl Drop for Syncer {
     }
 }
 
+/// Columns added to `runs` after its first release, for stores made before them.
+const LATER_RUN_COLUMNS: [(&str, &str); 5] = [
+    ("lines_total", "INTEGER"),
+    ("busy_us", "INTEGER NOT NULL DEFAULT 0"),
+    ("timed_calls", "INTEGER NOT NULL DEFAULT 0"),
+    ("calling_ms", "INTEGER NOT NULL DEFAULT 0"),
+    ("pace", "TEXT"),
+];
+
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (name, kind) in LATER_RUN_COLUMNS {
+        let present: bool = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('runs') WHERE name = ?1",
+            [name],
+            |row| row.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Requests a run sent, as the runner adds them up between commits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallTally {
+    pub sent: u64,
+    pub retries: u64,
+    /// Time the requests held a concurrency slot (retry waits included, the
+    /// pacer's waits not), and how many requests that covers.
+    pub busy_us: u64,
+    pub timed: u64,
+}
+
+/// What this job's earlier invocations measured: the pace a new estimate uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MeasuredPace {
+    pub sent: u64,
+    pub retries: u64,
+    pub busy_us: u64,
+    pub timed: u64,
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -197,14 +244,7 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 50_000)?;
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.execute_batch(SCHEMA)?;
-        let has_lines: bool = conn.query_row(
-            "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'lines_total'",
-            [],
-            |row| row.get::<_, i64>(0).map(|n| n > 0),
-        )?;
-        if !has_lines {
-            conn.execute_batch("ALTER TABLE runs ADD COLUMN lines_total INTEGER")?;
-        }
+        add_missing_columns(&conn)?;
         // A damaged file can open and still fail on its first real read.
         conn.query_row("SELECT count(*) FROM runs", [], |_| Ok(()))?;
         conn.set_prepared_statement_cache_capacity(32);
@@ -494,11 +534,63 @@ impl Store {
         Ok(())
     }
 
-    pub fn add_calls(&mut self, run: i64, sent: u64, retries: u64, now: i64) -> Result<()> {
+    pub fn add_calls(&mut self, run: i64, tally: CallTally, now: i64) -> Result<()> {
         self.begin()?;
         self.conn.execute(
-            "UPDATE runs SET calls_sent = calls_sent + ?2, retries = retries + ?3, last_activity = ?4 WHERE id = ?1",
-            params![run, to_i64(sent), to_i64(retries), now],
+            "UPDATE runs SET calls_sent = calls_sent + ?2, retries = retries + ?3, last_activity = ?4, \
+             busy_us = busy_us + ?5, timed_calls = timed_calls + ?6 WHERE id = ?1",
+            params![
+                run,
+                to_i64(tally.sent),
+                to_i64(tally.retries),
+                now,
+                to_i64(tally.busy_us),
+                to_i64(tally.timed)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Adds an invocation's time spent calling, for the report's actual time.
+    pub fn add_calling_time(&mut self, run: i64, ms: u64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET calling_ms = calling_ms + ?2 WHERE id = ?1",
+            params![run, to_i64(ms)],
+        )?;
+        Ok(())
+    }
+
+    /// Calls, retries and slot time of every run of the job so far.
+    pub fn measured_pace(&self) -> Result<MeasuredPace> {
+        Ok(self.conn.query_row(
+            "SELECT coalesce(sum(calls_sent), 0), coalesce(sum(retries), 0), \
+             coalesce(sum(busy_us), 0), coalesce(sum(timed_calls), 0) FROM runs",
+            [],
+            |r| {
+                Ok(MeasuredPace {
+                    sent: r.get::<_, i64>(0)? as u64,
+                    retries: r.get::<_, i64>(1)? as u64,
+                    busy_us: r.get::<_, i64>(2)? as u64,
+                    timed: r.get::<_, i64>(3)? as u64,
+                })
+            },
+        )?)
+    }
+
+    /// The pace (JSON) the run's first invocation estimated with, and the
+    /// time it has spent calling so far.
+    pub fn pace_and_calling_ms(&self, run: i64) -> Result<(Option<String>, u64)> {
+        Ok(self.conn.query_row(
+            "SELECT pace, calling_ms FROM runs WHERE id = ?1",
+            [run],
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
+    pub fn set_pace(&mut self, run: i64, pace: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET pace = ?2 WHERE id = ?1 AND pace IS NULL",
+            params![run, pace],
         )?;
         Ok(())
     }
@@ -649,7 +741,17 @@ mod tests {
                 .unwrap();
             store.put_answer(&[7; 16], run.id, 1).unwrap();
             store.mark_chunk_done(run.id, 0, 5).unwrap();
-            store.add_calls(run.id, 3, 1, 5).unwrap();
+            store
+                .add_calls(
+                    run.id,
+                    CallTally {
+                        sent: 3,
+                        retries: 1,
+                        ..CallTally::default()
+                    },
+                    5,
+                )
+                .unwrap();
             store.commit().unwrap();
             // Written but never committed: must not be there after a crash.
             store

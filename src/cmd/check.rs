@@ -1,24 +1,23 @@
 //! `riskbatch check`: validates the job and the input and says what a run
-//! would do — rows, distinct requests, bad rows, calls and time — with no
-//! request to WeChat.
+//! would do — rows, bad rows, duplicates, cache hits, calls, time and cost —
+//! with no request to WeChat.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::JobArgs;
+use crate::cli::CheckArgs;
 use crate::duration::human;
+use crate::estimate::pace::Pace;
+use crate::estimate::{Estimate, plan};
 use crate::exit::Exit;
-use crate::input;
-use crate::outcome::RiskSource;
+use crate::input::{self, InputCount, InputFile};
+use crate::job::Job;
 use crate::runner::Lists;
-use crate::store::{Store, run_id};
+use crate::store::{RunRecord, Store, run_id};
 
-const SHOW_BAD_ROWS: usize = 5;
-
-pub fn execute(args: JobArgs) -> Result<Exit> {
-    let (job, input) = super::load(&args)?;
+pub fn execute(args: CheckArgs) -> Result<Exit> {
+    let (job, input) = super::load(&args.job)?;
     let lists = Lists::load(&job)?;
     crate::state::check_folder(&job, false)?;
     crate::cmd::run::check_output_folder(&job)?;
@@ -29,69 +28,41 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
         Some(store) => store.find_run(&run_id(&job.name, &fingerprint))?,
         None => None,
     };
-    let done_rows = match (&store, &run) {
-        (Some(store), Some(run)) => store.counts(run.id)?.done,
-        _ => 0,
-    };
-
-    let mut rows = 0u64;
-    let mut bad = 0u64;
-    let mut bad_examples = Vec::new();
-    let mut listed = 0u64;
-    let mut cached = 0u64;
-    let mut keys = HashSet::new();
-    let now = crate::clock::now_ms();
-    for chunk in input.chunks(job.throttle.chunk_size as usize)? {
-        let chunk = chunk?;
-        for (i, request) in input.requests(&chunk).into_iter().enumerate() {
-            rows += 1;
-            match request {
-                Err(reason) => {
-                    bad += 1;
-                    if bad_examples.len() < SHOW_BAD_ROWS {
-                        bad_examples.push(format!("row {}: {reason}", chunk.first_row + i as u64));
-                    }
-                }
-                Ok(request) if lists.contains(&request.openid) => listed += 1,
-                Ok(request) => {
-                    let key = request.key(job.scene);
-                    if keys.insert(key)
-                        && let Some(store) = &store
-                        && let Some(stored) = store.answer(&key)?
-                        && stored.reuse(run.as_ref().map(|r| r.id), now, job.cache_ttl)
-                            == Some(RiskSource::Cache)
-                    {
-                        cached += 1;
-                    }
-                }
-            }
-        }
-    }
-    let distinct = keys.len() as u64;
-    let duplicates = rows - bad - listed - distinct;
-    let to_call = distinct.saturating_sub(cached);
-    let remaining_share = if rows > 0 {
-        (rows - done_rows.min(rows)) as f64 / rows as f64
+    let plan = plan(&job, &input, &lists, store.as_ref(), run.as_ref())?;
+    let measured = store.as_ref().map(Store::measured_pace).transpose()?;
+    let pace = Pace::for_job(&job, measured);
+    let estimate = Estimate::new(plan, pace, &job);
+    if args.json {
+        println!("{}", serde_json::to_string(&estimate)?);
     } else {
-        0.0
-    };
-    let calls_left = (to_call as f64 * remaining_share).ceil() as u64;
-    let seconds = calls_left as f64 / f64::from(job.throttle.rate);
+        print_estimate(&job, &input, &fingerprint, run.as_ref(), &count, &estimate);
+    }
+    Ok(Exit::Complete)
+}
 
+fn print_estimate(
+    job: &Job,
+    input: &InputFile,
+    fingerprint: &str,
+    run: Option<&RunRecord>,
+    count: &InputCount,
+    estimate: &Estimate,
+) {
+    let plan = &estimate.plan;
     println!("job       {} ({})", job.name, job.file.display());
     println!(
         "input     {} ({} columns, fingerprint {fingerprint})",
         input.path.display(),
         input.schema.fields().len()
     );
-    match &run {
+    match run {
         Some(run) if run.completed_at.is_some() => println!(
             "run       {} is complete: running it again makes no call",
             run.run_id
         ),
         Some(run) => println!(
-            "run       {} in progress: {done_rows}/{rows} rows done",
-            run.run_id
+            "run       {} in progress: {}/{} rows done",
+            run.run_id, plan.done, plan.rows
         ),
         None => println!("run       new ({}-{fingerprint})", job.name),
     }
@@ -107,21 +78,38 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
         ),
         None => println!("lines     none (Parquet): {} rows", count.rows),
     }
-    println!("rows      {rows}: {} valid, {bad} invalid", rows - bad);
     println!(
-        "requests  {distinct} distinct; {duplicates} duplicate rows, {listed} on allow/deny lists, {cached} in the cache"
+        "rows      {}: {} valid, {} invalid, {} done",
+        plan.rows,
+        plan.rows - plan.invalid_rows,
+        plan.invalid_rows,
+        plan.done
     );
     println!(
-        "calls     about {calls_left} at {}/s with concurrency {}: {} (more if WeChat asks for retries)",
-        job.throttle.rate,
-        job.throttle.concurrency,
-        human(Duration::from_secs_f64(seconds))
+        "requests  {} duplicate rows, {} on allow/deny lists, {} answered by the cache",
+        plan.duplicates, plan.listed, plan.cached
     );
-    for example in &bad_examples {
+    println!(
+        "calls     {} still to send: {} {}",
+        plan.calls,
+        human(Duration::from_secs_f64(estimate.time.seconds.min(1e9))),
+        estimate.pace.describe(&estimate.time, job)
+    );
+    match estimate.cost {
+        Some(cost) => println!(
+            "cost      {cost:.2} ({} calls × {})",
+            plan.calls,
+            job.api.price_per_call.unwrap_or(0.0)
+        ),
+        None => println!("cost      unknown: set [api] price_per_call to see it"),
+    }
+    for example in &plan.bad_examples {
         println!("invalid   {example}");
     }
-    if bad > bad_examples.len() as u64 {
-        println!("invalid   ... and {} more", bad - bad_examples.len() as u64);
+    if plan.invalid_rows > plan.bad_examples.len() as u64 {
+        println!(
+            "invalid   ... and {} more",
+            plan.invalid_rows - plan.bad_examples.len() as u64
+        );
     }
-    Ok(Exit::Complete)
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::cli::JobArgs;
+use crate::cli::{JobArgs, LogFormat};
 use crate::input::InputFile;
 use crate::job::Job;
 
@@ -25,4 +25,32 @@ pub fn load(args: &JobArgs) -> Result<(Job, InputFile)> {
     }
     let input = InputFile::open(&job, &job.input.path)?;
     Ok((job, input))
+}
+
+/// The end-of-command summary on stdout: for a person, or with
+/// `--log-format json` one JSON object (summary.json's), so that a cron log
+/// that merges stdout and stderr is pure JSON lines.
+pub fn print_summary(
+    format: LogFormat,
+    headline: &str,
+    job: &Job,
+    summary: &crate::report::summary::Summary,
+    outputs: &[PathBuf],
+) -> Result<()> {
+    if format == LogFormat::Json {
+        println!("{}", serde_json::to_string(summary)?);
+        return Ok(());
+    }
+    println!("{headline}");
+    for path in outputs {
+        println!("  wrote {}", path.display());
+    }
+    for path in [
+        job.output.dir.join("summary.json"),
+        job.output.dir.join("report.html"),
+        job.output.metrics_path(),
+    ] {
+        println!("  wrote {}", path.display());
+    }
+    Ok(())
 }

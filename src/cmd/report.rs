@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::cli::JobArgs;
+use crate::cli::{JobArgs, LogFormat};
 use crate::clock::now_ms;
 use crate::exit::{Exit, usage};
 use crate::input;
@@ -13,7 +13,7 @@ use crate::report::{Ending, Invocation, write_reports};
 use crate::results::write_results;
 use crate::store::Store;
 
-pub fn execute(args: JobArgs) -> Result<Exit> {
+pub fn execute(args: JobArgs, format: LogFormat) -> Result<Exit> {
     let started_at = now_ms();
     let (job, input) = super::load(&args)?;
     let fingerprint = input::fingerprint(&input.path)?;
@@ -53,7 +53,7 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
         outputs: outputs.clone(),
     };
     let summary = write_reports(&job, &store, run.id, ending, &invocation)?;
-    println!(
+    let headline = format!(
         "{}: {} report, {}/{} rows done{}",
         summary.run_id,
         if partial { "partial" } else { "complete" },
@@ -64,15 +64,6 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
             .lines
             .map_or(String::new(), |l| format!(" ({l} physical lines read)"))
     );
-    for path in &outputs {
-        println!("  wrote {}", path.display());
-    }
-    for path in [
-        job.output.dir.join("summary.json"),
-        job.output.dir.join("report.html"),
-        job.output.metrics_path(),
-    ] {
-        println!("  wrote {}", path.display());
-    }
+    super::print_summary(format, &headline, &job, &summary, &outputs)?;
     Ok(Exit::Complete)
 }

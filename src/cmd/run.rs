@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::cli::RunArgs;
+use crate::cli::{LogFormat, RunArgs};
 use crate::clock::now_ms;
 use crate::exit::{Exit, usage};
 use crate::input::{self, InputFile};
@@ -16,6 +16,7 @@ use crate::lock::{Locked, try_lock};
 use crate::outcome::PauseReason;
 use crate::output::owner::{owning_job, previous_summary, results_are_own};
 use crate::pacer::Pacer;
+use crate::report::clusters::Found;
 use crate::report::summary::RunState;
 use crate::report::{Ending, Invocation, write_reports};
 use crate::results::{stored_clusters, write_results};
@@ -29,7 +30,7 @@ use crate::wechat::token_cache::TokenCache;
 const SIM_APPID: &str = "wxsim000000000000";
 const SIM_SECRET: &str = "sim-secret";
 
-pub fn execute(args: RunArgs) -> Result<Exit> {
+pub fn execute(args: RunArgs, log_format: LogFormat) -> Result<Exit> {
     let started_at = now_ms();
     let started = Instant::now();
     let (job, input) = load(&args)?;
@@ -67,7 +68,7 @@ pub fn execute(args: RunArgs) -> Result<Exit> {
     };
     // From here on every exit writes summary.json, failures included.
     let result = if run.completed_at.is_some() {
-        already_complete(&job, &input, &mut store, &run, &invocation)
+        already_complete(&job, &input, &mut store, &run, &invocation, log_format)
     } else {
         let session = Session {
             job: &job,
@@ -75,6 +76,7 @@ pub fn execute(args: RunArgs) -> Result<Exit> {
             run: &run,
             lists: &lists,
             started,
+            log_format,
         };
         session.invoke(&args, credentials, &mut store, &mut invocation)
     };
@@ -139,6 +141,7 @@ fn already_complete(
     store: &mut Store,
     run: &RunRecord,
     invocation: &Invocation,
+    log_format: LogFormat,
 ) -> Result<Exit> {
     let own = results_are_own(&job.output.dir, &run.run_id, &wanted_results(job));
     let (outputs, clusters) = if own {
@@ -169,7 +172,7 @@ fn already_complete(
         "run {} is already complete: no call made",
         run.run_id
     );
-    print_outcome(job, &summary, &outputs);
+    print_outcome(log_format, job, &summary, &outputs)?;
     Ok(Exit::Complete)
 }
 
@@ -186,7 +189,7 @@ fn write_failure(
         pause_reason: None,
         error: Some(crate::redact::redact(&crate::exit::describe(err))),
         partial: false,
-        clusters: Vec::new(),
+        clusters: Found::default(),
         outputs: Vec::new(),
     };
     if let Err(also) = write_reports(job, store, run.id, ending, invocation) {
@@ -201,6 +204,7 @@ struct Session<'a> {
     run: &'a RunRecord,
     lists: &'a Lists,
     started: Instant,
+    log_format: LogFormat,
 }
 
 impl Session<'_> {
@@ -234,6 +238,8 @@ impl Session<'_> {
             run.run_id,
             self.input.path.display()
         );
+        record_pace(job, store, run)?;
+        let calling = Instant::now();
         let report = Runner::new(
             job,
             self.input,
@@ -244,7 +250,12 @@ impl Session<'_> {
             bounds,
             interrupted,
         )
-        .run(args.progress)?;
+        .run(args.progress);
+        // Only for the report's actual time: never worth failing the run for.
+        if let Err(err) = store.add_calling_time(run.id, calling.elapsed().as_millis() as u64) {
+            tracing::warn!("could not record the time spent calling: {err:#}");
+        }
+        let report = report?;
         invocation.rows_decided = report.rows_decided;
         invocation.calls_sent = report.calls_sent;
         let exit = self.finish(store, &report.end, invocation);
@@ -274,7 +285,7 @@ impl Session<'_> {
             );
             written
         } else {
-            (Vec::new(), Vec::new())
+            (Vec::new(), Found::default())
         };
         let ending = Ending {
             state,
@@ -285,7 +296,7 @@ impl Session<'_> {
             outputs: outputs.clone(),
         };
         let summary = write_reports(job, store, run.id, ending, invocation)?;
-        print_outcome(job, &summary, &outputs);
+        print_outcome(self.log_format, job, &summary, &outputs)?;
         match (end, reason) {
             (RunEnd::Failed(message), _) => {
                 tracing::error!("the run failed: {message}");
@@ -301,6 +312,13 @@ impl Session<'_> {
         }
         Ok(exit)
     }
+}
+
+/// Keeps the pace the run's first invocation estimated with, so that the
+/// report can set the estimate against the actual time.
+fn record_pace(job: &Job, store: &mut Store, run: &RunRecord) -> Result<()> {
+    let pace = crate::estimate::pace::Pace::for_job(job, Some(store.measured_pace()?));
+    store.set_pace(run.id, &serde_json::to_string(&pace)?)
 }
 
 /// The risk client and what it needs: the embedded simulator when asked
@@ -361,13 +379,14 @@ fn pause_explanation(reason: PauseReason) -> &'static str {
 }
 
 fn print_outcome(
+    format: LogFormat,
     job: &Job,
     summary: &crate::report::summary::Summary,
     outputs: &[std::path::PathBuf],
-) {
+) -> Result<()> {
     let levels = &summary.risk_levels;
     let level = |k: &str| levels.get(k).copied().unwrap_or(0);
-    println!(
+    let headline = format!(
         "{}: {} — {}/{} rows done, {} calls sent; risk none {} / low {} / medium {} / high {}",
         summary.run_id,
         summary.state.as_str(),
@@ -379,16 +398,7 @@ fn print_outcome(
         level("2"),
         level("3"),
     );
-    for path in outputs {
-        println!("  wrote {}", path.display());
-    }
-    for path in [
-        job.output.dir.join("summary.json"),
-        job.output.dir.join("report.html"),
-        job.output.metrics_path(),
-    ] {
-        println!("  wrote {}", path.display());
-    }
+    super::print_summary(format, &headline, job, summary, outputs)
 }
 
 /// Opens the job's checkpoint store. A store that cannot be read stops the

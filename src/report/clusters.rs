@@ -28,6 +28,68 @@ pub struct Cluster {
     pub high_risk_rows: u64,
 }
 
+/// Rows listed per cluster in report.html; the rest are counted as "N more".
+pub const MEMBERS_SHOWN: usize = 25;
+
+/// A row of a cluster, as report.html lists it (masked columns stay masked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub row: u64,
+    pub openid: String,
+    pub level: Option<u8>,
+}
+
+/// The clusters of a run and, for each, its first rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Found {
+    pub clusters: Vec<Cluster>,
+    /// `members[i]`: the first `MEMBERS_SHOWN` rows of `clusters[i]`.
+    pub members: Vec<Vec<Member>>,
+}
+
+/// Collects the first rows of known clusters, in a pass after the counting
+/// one (which learns the clusters only at its end): memory stays at
+/// `MEMBERS_SHOWN` rows per cluster.
+pub struct MemberCollector {
+    /// Per cluster field: value → index of its cluster.
+    by_value: [HashMap<String, usize>; 4],
+    members: Vec<Vec<Member>>,
+}
+
+impl MemberCollector {
+    pub fn new(clusters: &[Cluster]) -> MemberCollector {
+        let mut by_value: [HashMap<String, usize>; 4] = Default::default();
+        for (i, c) in clusters.iter().enumerate() {
+            if let Some(field) = CLUSTER_FIELDS.iter().position(|f| *f == c.field) {
+                by_value[field].insert(c.value.clone(), i);
+            }
+        }
+        MemberCollector {
+            by_value,
+            members: vec![Vec::new(); clusters.len()],
+        }
+    }
+
+    /// Whether any cluster is on `CLUSTER_FIELDS[field]`.
+    pub fn wants(&self, field: usize) -> bool {
+        !self.by_value[field].is_empty()
+    }
+
+    /// A row whose `CLUSTER_FIELDS[field]` is `value`; `member` is called
+    /// only when the row belongs to a cluster that still has room.
+    pub fn add(&mut self, field: usize, value: &str, member: impl FnOnce() -> Member) {
+        if let Some(&i) = self.by_value[field].get(value)
+            && self.members[i].len() < MEMBERS_SHOWN
+        {
+            self.members[i].push(member());
+        }
+    }
+
+    pub fn finish(self) -> Vec<Vec<Member>> {
+        self.members
+    }
+}
+
 #[derive(Default)]
 struct Entry {
     rows: u64,
@@ -142,6 +204,29 @@ mod tests {
             }
         );
         assert_eq!((top[1].field.as_str(), top[1].rows), ("clientip", 3));
+    }
+
+    #[test]
+    fn members_are_collected_up_to_the_cap_for_known_clusters_only() {
+        let clusters = vec![Cluster {
+            field: "clientip".into(),
+            value: "10.0.0.1".into(),
+            rows: 40,
+            high_risk_rows: 0,
+        }];
+        let mut collector = MemberCollector::new(&clusters);
+        assert!(collector.wants(1) && !collector.wants(0));
+        for row in 1..=40 {
+            collector.add(1, "10.0.0.1", || Member {
+                row,
+                openid: format!("o{row}"),
+                level: Some(1),
+            });
+            collector.add(1, "10.0.0.2", || unreachable!("not a cluster"));
+        }
+        let members = collector.finish();
+        assert_eq!(members[0].len(), MEMBERS_SHOWN);
+        assert_eq!(members[0][0].row, 1);
     }
 
     #[test]

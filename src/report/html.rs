@@ -6,8 +6,10 @@
 use std::fmt::Write;
 
 use super::Facts;
+use super::clusters::Member;
 use super::summary::{RunState, Summary};
 use crate::clock::iso_ms;
+use crate::progress::thousands;
 
 const STYLE: &str = "
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI','PingFang SC','Microsoft YaHei',sans-serif;margin:0;color:#1d2430;background:#f5f6f8}
@@ -26,6 +28,8 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:0 0 12px}
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:4px 6px;border-bottom:1px solid #eceef1}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 summary{cursor:pointer}code{font-size:12px;word-break:break-all}
+details.cluster{border-bottom:1px solid #eceef1;padding:6px 0}details.cluster summary .n{float:right;color:#5b6472}
+details.cluster .field{display:inline-block;min-width:80px;font-weight:600}details.cluster table{margin:6px 0 6px 16px;width:auto;min-width:50%}
 svg text{font-size:12px;fill:#1d2430}
 @media print{body{background:#fff}.card,.kpi{box-shadow:none;border:1px solid #ddd}}
 ";
@@ -47,18 +51,6 @@ fn escape(text: &str) -> String {
     out
 }
 
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Horizontal bars, one per (label, value, colour).
 fn bars(id: &str, items: &[(String, u64, &str)]) -> String {
     if items.is_empty() {
@@ -68,19 +60,19 @@ fn bars(id: &str, items: &[(String, u64, &str)]) -> String {
     let row = 26;
     let height = row * items.len() + 4;
     let mut svg = format!(
-        "<svg class=\"chart\" id=\"{id}\" viewBox=\"0 0 460 {height}\" width=\"100%\" role=\"img\">"
+        "<svg class=\"chart\" id=\"{id}\" viewBox=\"0 0 320 {height}\" width=\"100%\" role=\"img\">"
     );
     for (i, (name, value, colour)) in items.iter().enumerate() {
         let y = i * row + 2;
-        let width = (*value as f64 / max as f64 * 250.0).max(if *value > 0 { 2.0 } else { 0.0 });
+        let width = (*value as f64 / max as f64 * 150.0).max(if *value > 0 { 2.0 } else { 0.0 });
         let _ = write!(
             svg,
-            "<text x=\"0\" y=\"{}\">{}</text><rect class=\"bar\" x=\"120\" y=\"{y}\" width=\"{width:.1}\" height=\"18\" rx=\"3\" fill=\"{colour}\"><title>{}: {}</title></rect><text x=\"{:.1}\" y=\"{}\">{}</text>",
+            "<text x=\"0\" y=\"{}\">{}</text><rect class=\"bar\" x=\"110\" y=\"{y}\" width=\"{width:.1}\" height=\"18\" rx=\"3\" fill=\"{colour}\"><title>{}: {}</title></rect><text x=\"{:.1}\" y=\"{}\">{}</text>",
             y + 14,
             escape(name),
             escape(name),
             value,
-            126.0 + width,
+            116.0 + width,
             y + 14,
             thousands(*value)
         );
@@ -89,21 +81,34 @@ fn bars(id: &str, items: &[(String, u64, &str)]) -> String {
     svg
 }
 
-/// Rows finished per minute over the run, across invocations.
-fn throughput(chunk_times: &[(i64, u64)]) -> String {
+/// The width of a throughput bucket: seconds for a short run, minutes, or
+/// hours, so that the chart has at most a few hundred bars.
+fn bucket_for(span_ms: i64) -> (i64, &'static str) {
+    match span_ms {
+        s if s <= 5 * 60_000 => (1_000, "second"),
+        s if s <= 10 * 3_600_000 => (60_000, "minute"),
+        _ => (3_600_000, "hour"),
+    }
+}
+
+/// Rows finished per second, minute or hour over the run, across invocations.
+fn throughput(chunk_times: &[(i64, u64)]) -> (String, &'static str) {
     let (Some(first), Some(last)) = (chunk_times.first(), chunk_times.last()) else {
-        return "<p class=\"sub\">no chunk finished yet</p>".into();
+        return (
+            "<p class=\"sub\">no chunk finished yet</p>".into(),
+            "minute",
+        );
     };
-    let minute = 60_000;
-    let start = first.0 / minute;
-    let buckets = ((last.0 / minute - start) as usize + 1).min(600);
+    let (bucket, unit) = bucket_for(last.0 - first.0);
+    let start = first.0 / bucket;
+    let buckets = ((last.0 / bucket - start) as usize + 1).min(600);
     let mut rows = vec![0u64; buckets];
     for (at, n) in chunk_times {
-        let i = ((at / minute - start) as usize).min(buckets - 1);
+        let i = ((at / bucket - start) as usize).min(buckets - 1);
         rows[i] += n;
     }
     let max = rows.iter().copied().max().unwrap_or(0).max(1);
-    let (w, h) = (460.0, 140.0);
+    let (w, h) = (320.0, 120.0);
     let step = w / buckets as f64;
     let mut svg = format!(
         "<svg class=\"chart\" id=\"throughput\" viewBox=\"0 0 {w} {}\" width=\"100%\" role=\"img\">",
@@ -116,21 +121,21 @@ fn throughput(chunk_times: &[(i64, u64)]) -> String {
             "<rect class=\"bar\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bar:.1}\" fill=\"#42a5f5\"><title>{}: {} rows ({:.1}/s)</title></rect>",
             i as f64 * step,
             h - bar,
-            (step - 1.0).max(1.0),
-            iso_ms((start + i as i64) * minute),
+            (step * 0.85).max(0.5),
+            iso_ms((start + i as i64) * bucket),
             n,
-            *n as f64 / 60.0
+            *n as f64 * 1000.0 / bucket as f64
         );
     }
     let _ = write!(
         svg,
-        "<text x=\"0\" y=\"{}\">{}</text><text x=\"{w}\" y=\"{}\" text-anchor=\"end\">peak {}/min</text></svg>",
+        "<text x=\"0\" y=\"{}\">{}</text><text x=\"{w}\" y=\"{}\" text-anchor=\"end\">peak {}/{unit}</text></svg>",
         h + 16.0,
-        escape(&iso_ms(start * minute)[..16]),
+        escape(&iso_ms(start * bucket)[..16]),
         h + 16.0,
         thousands(max)
     );
-    svg
+    (svg, unit)
 }
 
 fn next_step(s: &Summary) -> Option<(String, &'static str)> {
@@ -208,11 +213,13 @@ pub fn render(facts: &Facts) -> String {
     kpi(&mut page, &thousands(s.calls.cache_hits), "cache hits");
     kpi(&mut page, &thousands(s.calls.duplicates), "duplicates");
     kpi(&mut page, &thousands(s.calls.listed), "listed");
-    kpi(
-        &mut page,
-        &format!("{:.0}/s", s.rows_per_second),
-        "rows per second (this invocation)",
-    );
+    if s.rows.this_invocation > 0 {
+        kpi(
+            &mut page,
+            &format!("{:.0}/s", s.rows_per_second),
+            "rows per second (this invocation)",
+        );
+    }
     if let Some(price) = facts.price_per_call {
         kpi(
             &mut page,
@@ -220,15 +227,18 @@ pub fn render(facts: &Facts) -> String {
             "cost of the calls",
         );
     }
-    page.push_str("</div><div class=\"grid\">");
-    let labels = ["none", "low", "medium", "high", "very high"];
+    page.push_str("</div>");
+    if let Some(t) = &s.timing {
+        timing(&mut page, t);
+    }
+    page.push_str("<div class=\"grid\">");
     let levels: Vec<(String, u64, &str)> = s
         .risk_levels
         .iter()
         .map(|(level, n)| {
             let i: usize = level.parse().unwrap_or(0);
             (
-                format!("{level} {}", labels.get(i).unwrap_or(&"")),
+                format!("{level} {}", level_label(i as u8)),
                 *n,
                 LEVEL_COLOURS[i.min(4)],
             )
@@ -256,12 +266,12 @@ pub fn render(facts: &Facts) -> String {
             bars(id, items)
         );
     }
+    let (chart, unit) = throughput(&facts.chunk_times);
     let _ = write!(
         page,
-        "<section class=\"card\"><h2>Rows finished per minute</h2>{}</section></div>",
-        throughput(&facts.chunk_times)
+        "<section class=\"card\"><h2>Rows finished per {unit}</h2>{chart}</section></div>"
     );
-    clusters(&mut page, s);
+    clusters(&mut page, s, &facts.cluster_members);
     let data = serde_json::to_string(s)
         .unwrap_or_default()
         .replace("</", "<\\/");
@@ -272,24 +282,93 @@ pub fn render(facts: &Facts) -> String {
     page
 }
 
-fn clusters(page: &mut String, s: &Summary) {
+fn clusters(page: &mut String, s: &Summary, members: &[Vec<Member>]) {
     page.push_str("<section class=\"card\" style=\"margin-top:16px\"><h2>Shared devices, IPs, phones and Wi-Fi networks (possible rings)</h2>");
     if s.clusters.is_empty() {
         page.push_str("<p class=\"sub\">No value is shared by enough rows (clusters are counted when the result files are written).</p></section>");
         return;
     }
-    page.push_str("<table id=\"clusters\"><tr><th>field</th><th>value</th><th class=\"n\">rows</th><th class=\"n\">high-risk rows</th></tr>");
-    for c in &s.clusters {
+    page.push_str("<p class=\"sub\">Open a cluster to see its rows.</p><div id=\"clusters\">");
+    for (i, c) in s.clusters.iter().enumerate() {
         let _ = write!(
             page,
-            "<tr><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            "<details class=\"cluster\"{}><summary><span class=\"field\">{}</span> <code>{}</code> \
+             <span class=\"n\">{} rows, {} high risk</span></summary>",
+            if i == 0 { " open" } else { "" },
             escape(&c.field),
             escape(&c.value),
             thousands(c.rows),
             thousands(c.high_risk_rows)
         );
+        let rows = members.get(i).map(Vec::as_slice).unwrap_or_default();
+        cluster_rows(page, rows, c.rows);
+        page.push_str("</details>");
     }
-    page.push_str("</table></section>");
+    page.push_str("</div></section>");
+}
+
+/// The table inside an opened cluster, with "N more" beyond the rows kept.
+fn cluster_rows(page: &mut String, rows: &[Member], total: u64) {
+    if rows.is_empty() {
+        page.push_str(
+            "<p class=\"sub\">The rows are listed when the result files are written.</p>",
+        );
+        return;
+    }
+    page.push_str("<table><tr><th class=\"n\">row</th><th>openid</th><th>risk level</th></tr>");
+    for m in rows {
+        let level = m
+            .level
+            .map_or("—".to_string(), |l| format!("{l} {}", level_label(l)));
+        let _ = write!(
+            page,
+            "<tr><td class=\"n\">{}</td><td><code>{}</code></td><td>{level}</td></tr>",
+            m.row,
+            escape(&m.openid)
+        );
+    }
+    page.push_str("</table>");
+    let more = total.saturating_sub(rows.len() as u64);
+    if more > 0 {
+        let _ = write!(
+            page,
+            "<p class=\"sub more\">{} more rows: filter results.parquet or results.csv on this value to see them all.</p>",
+            thousands(more)
+        );
+    }
+}
+
+/// The estimate of the run's first invocation against the time it took.
+fn timing(page: &mut String, t: &super::summary::Timing) {
+    let bound = match t.bound {
+        crate::estimate::pace::Bound::Rate => "the rate".to_string(),
+        crate::estimate::pace::Bound::Concurrency => format!(
+            "concurrency ÷ {:.0} ms per request",
+            t.pace.slot_seconds * 1000.0
+        ),
+    };
+    let _ = write!(
+        page,
+        "<div class=\"card\" id=\"timing\" style=\"margin-bottom:16px\">Estimated time for the {} requests sent so far: \
+         <b>{}</b> (bound by {bound}); they took <b>{}</b> of calling.</div>",
+        thousands(t.requests),
+        human_seconds(t.estimated_seconds),
+        human_seconds(t.actual_seconds)
+    );
+}
+
+fn human_seconds(seconds: f64) -> String {
+    crate::duration::human(std::time::Duration::from_secs_f64(seconds.clamp(0.0, 1e9)))
+}
+
+fn level_label(level: u8) -> &'static str {
+    match level {
+        0 => "none",
+        1 => "low",
+        2 => "medium",
+        3 => "high",
+        _ => "very high",
+    }
 }
 
 #[cfg(test)]
@@ -308,10 +387,14 @@ mod tests {
 
     #[test]
     fn throughput_buckets_rows_by_minute() {
-        let svg = throughput(&[(0, 1000), (30_000, 1000), (61_000, 500)]);
+        let (svg, unit) = throughput(&[(0, 1000), (30_000, 1000), (361_000, 500)]);
+        assert_eq!(unit, "minute");
         assert!(
             svg.contains("2000 rows") && svg.contains("500 rows"),
             "{svg}"
         );
+        let (svg, unit) = throughput(&[(0, 1000), (1_500, 1000)]);
+        assert_eq!(unit, "second");
+        assert!(svg.contains("1000 rows (1000.0/s)"), "{svg}");
     }
 }

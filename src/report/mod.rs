@@ -12,11 +12,12 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::clock::now_ms;
+use crate::estimate::pace::Pace;
 use crate::job::Job;
 use crate::output::owner::{ResultsOf, results_present};
-use crate::store::Store;
-use clusters::Cluster;
-use summary::{RunState, Summary, SummaryInput};
+use crate::store::{RunRecord, Store};
+use clusters::{Found, Member};
+use summary::{RunState, Summary, SummaryInput, Timing};
 
 /// What an invocation did, for the summary.
 pub struct Invocation {
@@ -32,7 +33,7 @@ pub struct Ending {
     pub error: Option<String>,
     /// The result files were written from an unfinished run.
     pub partial: bool,
-    pub clusters: Vec<Cluster>,
+    pub clusters: Found,
     /// Result files written by this invocation; none keeps those present.
     pub outputs: Vec<PathBuf>,
 }
@@ -44,6 +45,8 @@ pub struct Facts {
     pub chunk_times: Vec<(i64, u64)>,
     pub last_complete_at: Option<i64>,
     pub price_per_call: Option<f64>,
+    /// The first rows of each of `summary.clusters`.
+    pub cluster_members: Vec<Vec<Member>>,
 }
 
 /// Builds the summary and writes summary.json, report.html and metrics.prom;
@@ -62,6 +65,27 @@ pub fn write_reports(
     let page = html::render(&facts);
     crate::output::write_atomically(&job.output.dir.join("report.html"), page.as_bytes())?;
     Ok(facts.summary)
+}
+
+/// The run's estimate against its actual calling time, once it has sent
+/// requests and recorded the pace it was estimated with.
+fn timing(job: &Job, store: &Store, run: &RunRecord) -> Result<Option<Timing>> {
+    let (pace, calling_ms) = store.pace_and_calling_ms(run.id)?;
+    let Some(pace) = pace.and_then(|p| serde_json::from_str::<Pace>(&p).ok()) else {
+        return Ok(None);
+    };
+    let requests = run.calls_sent.saturating_sub(run.retries);
+    if requests == 0 {
+        return Ok(None);
+    }
+    let estimate = pace.time(requests, job);
+    Ok(Some(Timing {
+        requests,
+        estimated_seconds: (estimate.seconds * 10.0).round() / 10.0,
+        actual_seconds: (calling_ms as f64 / 100.0).round() / 10.0,
+        bound: estimate.bound,
+        pace,
+    }))
 }
 
 fn read_facts(
@@ -106,18 +130,20 @@ fn read_facts(
         pause_reason: ending.pause_reason,
         error: ending.error,
         partial: ending.partial,
-        clusters: ending.clusters,
+        clusters: ending.clusters.clusters,
         outputs,
         results_of,
         started_at: invocation.started_at,
         finished_at: now_ms(),
         rows_this_invocation: invocation.rows_decided,
         calls_this_invocation: invocation.calls_sent,
+        timing: timing(job, store, &run)?,
     });
     Ok(Facts {
         summary,
         chunk_times,
         last_complete_at: store.last_completed_at()?,
         price_per_call: job.api.price_per_call,
+        cluster_members: ending.clusters.members,
     })
 }

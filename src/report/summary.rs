@@ -60,6 +60,20 @@ pub struct Summary {
     pub finished_at: String,
     pub elapsed_seconds: f64,
     pub rows_per_second: f64,
+    /// The time the run's calls were estimated to take against what they took.
+    pub timing: Option<Timing>,
+}
+
+/// The estimate of the run's first invocation, applied to the requests the
+/// run has sent so far, against the time its invocations spent calling.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    /// Distinct requests answered or given up on so far (calls minus retries).
+    pub requests: u64,
+    pub estimated_seconds: f64,
+    pub actual_seconds: f64,
+    pub bound: crate::estimate::pace::Bound,
+    pub pace: crate::estimate::pace::Pace,
 }
 
 #[derive(Debug, Serialize)]
@@ -116,6 +130,7 @@ pub struct SummaryInput<'a> {
     pub finished_at: i64,
     pub rows_this_invocation: u64,
     pub calls_this_invocation: u64,
+    pub timing: Option<Timing>,
 }
 
 impl Summary {
@@ -185,6 +200,7 @@ impl Summary {
             } else {
                 0.0
             },
+            timing: s.timing,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
@@ -60,6 +60,8 @@ pub struct CallResult {
     pub end: CallEnd,
     /// Requests sent for this row in this call.
     pub attempts: u32,
+    /// How long the call held its concurrency slot, waits for the pacer left out.
+    pub busy: Duration,
 }
 
 /// How the risk requests reach the endpoint.
@@ -148,19 +150,29 @@ impl RiskClient {
             .build();
         let mut attempts = 0u32;
         let mut token_retries = 0u32;
+        let started = Instant::now();
+        let mut paced = Duration::ZERO;
+        // The time the call held its slot, not counting the pacer's waits.
+        let end = |end: CallEnd, attempts: u32, paced: Duration| CallResult {
+            end,
+            attempts,
+            busy: started.elapsed().saturating_sub(paced),
+        };
         if self.stopping.load(Ordering::Relaxed) {
-            return self.end(CallEnd::NotSent, 0);
+            return end(CallEnd::NotSent, 0, paced);
         }
         loop {
             let last = match self.tokens.current().await {
                 Err(TokenError::Fatal(message)) => {
-                    return self.end(CallEnd::Fatal(message), attempts);
+                    return end(CallEnd::Fatal(message), attempts, paced);
                 }
                 Err(TokenError::Transient(message)) => failed_answer(None, message),
                 Ok(token) => {
+                    let waiting = Instant::now();
                     self.pacer.ready().await;
+                    paced += waiting.elapsed();
                     if attempts == 0 && self.stopping.load(Ordering::Relaxed) {
-                        return self.end(CallEnd::NotSent, 0);
+                        return end(CallEnd::NotSent, 0, paced);
                     }
                     attempts += 1;
                     let message_id = format!(
@@ -175,38 +187,38 @@ impl RiskClient {
                                 status,
                                 ..failed_answer(None, message)
                             };
-                            return self.end(CallEnd::Answered(answer), attempts);
+                            return end(CallEnd::Answered(answer), attempts, paced);
                         }
                         Err(SendError::Denied(message)) => {
                             self.stopping.store(true, Ordering::Relaxed);
-                            return self.end(CallEnd::Fatal(message), attempts);
+                            return end(CallEnd::Fatal(message), attempts, paced);
                         }
                         Ok(reply) => {
                             let answer = answer_of(&reply);
                             match classify(&reply) {
                                 Verdict::Level(_) | Verdict::Row(_) => {
-                                    return self.end(CallEnd::Answered(answer), attempts);
+                                    return end(CallEnd::Answered(answer), attempts, paced);
                                 }
                                 Verdict::Unknown => {
-                                    return self.end(CallEnd::Failed(answer), attempts);
+                                    return end(CallEnd::Failed(answer), attempts, paced);
                                 }
                                 // Stop the other calls from sending at once, before
                                 // the runner hears of it: every request sent now
                                 // would get the same answer.
                                 Verdict::Pause(reason) => {
                                     self.stopping.store(true, Ordering::Relaxed);
-                                    return self.end(CallEnd::Pause(reason, answer), attempts);
+                                    return end(CallEnd::Pause(reason, answer), attempts, paced);
                                 }
                                 Verdict::Fatal(message) => {
                                     self.stopping.store(true, Ordering::Relaxed);
-                                    return self.end(CallEnd::Fatal(message), attempts);
+                                    return end(CallEnd::Fatal(message), attempts, paced);
                                 }
                                 Verdict::Token if token_retries < TOKEN_RETRIES => {
                                     token_retries += 1;
                                     if let Err(TokenError::Fatal(message)) =
                                         self.tokens.rejected(&token).await
                                     {
-                                        return self.end(CallEnd::Fatal(message), attempts);
+                                        return end(CallEnd::Fatal(message), attempts, paced);
                                     }
                                     continue;
                                 }
@@ -224,13 +236,9 @@ impl RiskClient {
                 Some(delay) if !self.stopping.load(Ordering::Relaxed) => {
                     tokio::time::sleep(delay).await
                 }
-                _ => return self.end(CallEnd::Failed(last), attempts),
+                _ => return end(CallEnd::Failed(last), attempts, paced),
             }
         }
-    }
-
-    fn end(&self, end: CallEnd, attempts: u32) -> CallResult {
-        CallResult { end, attempts }
     }
 
     /// The path and query to request, the token percent-encoded as needed.

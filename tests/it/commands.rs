@@ -152,15 +152,17 @@ fn check_counts_and_estimates_without_calling() {
     assert_exit(&output, 0);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("rows      4: 3 valid, 1 invalid"),
+        stdout.contains("rows      4: 3 valid, 1 invalid, 0 done"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("1 distinct; 1 duplicate rows, 1 on allow/deny lists"),
+        stdout.contains("1 duplicate rows, 1 on allow/deny lists, 0 answered by the cache"),
         "{stdout}"
     );
     assert!(stdout.contains("row 3: the openid is empty"), "{stdout}");
-    assert!(stdout.contains("about 1 at 5000/s"), "{stdout}");
+    assert!(stdout.contains("calls     1 still to send"), "{stdout}");
+    assert!(stdout.contains("at the rate of 5000/s"), "{stdout}");
+    assert!(stdout.contains("set [api] price_per_call"), "{stdout}");
     assert_eq!(sim.stats().risk_requests, 0);
     assert!(sim.stats().token_fetches.is_empty());
     assert!(
@@ -491,4 +493,151 @@ fn a_proxy_named_in_the_environment_carries_token_and_risk_requests() {
     assert_exit(&output, 0);
     assert_eq!(sim.stats().risk_requests, 6);
     assert_eq!(seen.lock().unwrap().len(), lines.len());
+}
+
+fn check_json(ws: &Workspace) -> serde_json::Value {
+    let output = ws.run(&["check", "jobs/cmd.toml", "--json"]);
+    assert_exit(&output, 0);
+    assert_eq!(output.stdout.iter().filter(|b| **b == b'\n').count(), 1);
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn check_json_counts_exactly_the_requests_not_yet_answered_with_time_and_cost() {
+    let sim = Sim::start(&[]);
+    let ws = Workspace::new();
+    ws.participants("data/p.csv", 5000, 21);
+    ws.write(
+        "jobs/cmd.toml",
+        format!("{}price_per_call = 0.25\n", with_sim(JOB, &sim))
+            .replace("rate = 5000", "rate = 400"),
+    );
+    let before = check_json(&ws);
+    for key in [
+        "rows",
+        "invalid_rows",
+        "listed",
+        "duplicates",
+        "cached",
+        "done",
+        "calls",
+        "seconds",
+        "cost",
+    ] {
+        assert!(before.get(key).is_some(), "no {key} in {before}");
+    }
+    let calls = before["calls"].as_u64().unwrap();
+    let rows = before["rows"].as_u64().unwrap();
+    assert_eq!(rows, 5000);
+    assert_eq!(before["done"], 0);
+    assert_eq!(
+        calls,
+        rows - before["invalid_rows"].as_u64().unwrap() - before["duplicates"].as_u64().unwrap()
+    );
+    assert_eq!(before["cost"].as_f64().unwrap(), calls as f64 * 0.25);
+    // No latency is known for a real URL before a first invocation: the rate alone.
+    assert_eq!(before["pace"]["source"], "unknown");
+    assert!(
+        (before["seconds"].as_f64().unwrap() - calls as f64 / 400.0).abs() < 0.1,
+        "{before}"
+    );
+    assert_eq!(sim.stats().risk_requests, 0);
+    assert!(sim.stats().token_fetches.is_empty());
+
+    assert_exit(
+        &ws.run(&[
+            "run",
+            "jobs/cmd.toml",
+            "--progress",
+            "never",
+            "--max-chunks",
+            "2",
+        ]),
+        75,
+    );
+    let paused = summary(&ws.path("out/summary.json"));
+    let stats = sim.stats();
+    let after = check_json(&ws);
+    assert_eq!(
+        sim.stats().risk_requests,
+        stats.risk_requests,
+        "check sent nothing"
+    );
+    assert_eq!(
+        sim.stats().token_fetches,
+        stats.token_fetches,
+        "not even a token"
+    );
+    // Exactly the distinct requests the finished rows needed, not a share.
+    assert_eq!(
+        after["calls"].as_u64().unwrap(),
+        calls - stats.distinct_requests
+    );
+    assert_eq!(after["done"], paused["rows"]["done"]);
+    assert_eq!(after["done"], 2000);
+    assert!(
+        after["pace"]["source"]["measured"]["requests"]
+            .as_u64()
+            .unwrap()
+            >= 1900,
+        "{after}"
+    );
+
+    assert_exit(&ws.run(&["run", "jobs/cmd.toml", "--progress", "never"]), 0);
+    let complete = check_json(&ws);
+    assert_eq!(complete["calls"], 0);
+    assert_eq!(complete["done"], 5000);
+    assert_eq!(complete["cost"].as_f64().unwrap(), 0.0);
+    let text = String::from_utf8(ws.run(&["check", "jobs/cmd.toml"]).stdout).unwrap();
+    assert!(
+        text.contains("is complete: running it again makes no call"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_counts_the_cache_of_an_earlier_run_and_the_simulator_pace() {
+    let ws = Workspace::new();
+    let mut today = String::from("openid,device_id\n");
+    for i in 0..1500 {
+        today.push_str(&format!("oPerson{i:05},dev-{}\n", i % 700));
+    }
+    ws.write("data/p.csv", &today);
+    // The embedded simulator: the pace comes from the [sim] settings, and a
+    // concurrency of 4 with 50 ms answers (80/s) is below the rate of 400/s.
+    ws.write(
+        "jobs/cmd.toml",
+        format!(
+            "{}[sim]\nlatency = \"50ms\"\n",
+            JOB.replace("rate = 5000", "rate = 400")
+                .replace("concurrency = 8", "concurrency = 4")
+        ),
+    );
+    let fresh = check_json(&ws);
+    assert_eq!(fresh["pace"]["source"], "simulator");
+    assert_eq!(fresh["time"]["bound"], "concurrency");
+    let calls = fresh["calls"].as_f64().unwrap();
+    assert!(
+        (fresh["seconds"].as_f64().unwrap() - calls / 80.0).abs() < 0.2,
+        "{fresh}"
+    );
+    let text = String::from_utf8(ws.run(&["check", "jobs/cmd.toml"]).stdout).unwrap();
+    assert!(
+        text.contains("bound by concurrency 4 ÷ 50 ms per request = 80/s"),
+        "{text}"
+    );
+    ws.write(
+        "jobs/cmd.toml",
+        format!("{}[sim]\nlatency = \"0ms\"\n", JOB),
+    );
+    assert_exit(&ws.run(&["run", "jobs/cmd.toml", "--progress", "never"]), 0);
+    // Tomorrow's export holds the same participants plus new ones: the
+    // answers of today's run are reused within the cache's ttl.
+    ws.write("data/p2.csv", format!("{today}oNewParticipant1,dev-new\n"));
+    let output = ws.run(&["check", "jobs/cmd.toml", "--json", "--input", "data/p2.csv"]);
+    assert_exit(&output, 0);
+    let tomorrow: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(tomorrow["done"], 0);
+    assert_eq!(tomorrow["cached"].as_f64().unwrap(), calls);
+    assert_eq!(tomorrow["calls"], 1);
 }

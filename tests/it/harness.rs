@@ -187,3 +187,24 @@ pub fn columns(header: &[String]) -> HashMap<String, usize> {
         .map(|(i, h)| (h.clone(), i))
         .collect()
 }
+
+/// A program the test drives from outside (Chromium, the Python venv that
+/// `.ci/run` makes under target/). Missing: the test is skipped with a line
+/// saying so, except when `RISKBATCH_REQUIRE_TOOLS` is set, as `.ci/run`
+/// does, where it fails.
+pub fn external_tool(candidates: &[PathBuf], what: &str) -> Option<PathBuf> {
+    if let Some(found) = candidates.iter().find(|p| p.exists()) {
+        return Some(found.clone());
+    }
+    if std::env::var_os("RISKBATCH_REQUIRE_TOOLS").is_some() {
+        panic!("{what} is required (RISKBATCH_REQUIRE_TOOLS) but none of {candidates:?} exists");
+    }
+    eprintln!("skipped: {what} not found at {candidates:?}; .ci/run installs it");
+    None
+}
+
+/// The Python of the venv `.ci/run` makes (prometheus_client, pyarrow, duckdb, cryptography).
+pub fn python() -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python");
+    external_tool(&[venv], "the test venv's Python")
+}
