@@ -18,8 +18,6 @@ pub mod exit;
 pub mod generator;
 pub mod input;
 pub mod job;
-pub mod journal;
-mod lock;
 pub mod outcome;
 pub mod output;
 pub mod pacer;
@@ -30,7 +28,6 @@ pub mod results;
 pub mod runner;
 pub mod sim;
 pub mod state;
-pub mod store;
 pub mod wechat;
 
 use std::ffi::OsString;

@@ -16,7 +16,7 @@ use crate::output::{Masker, OutputOwner, OutputPlan, ResultWriter};
 use crate::report::clusters::{
     CLUSTER_FIELDS, Cluster, ClusterCounter, Found, Member, MemberCollector,
 };
-use crate::store::{RunRecord, Store};
+use crate::state::store::{RunRecord, Store};
 
 /// Writes the result files of `run`; `partial` marks an unfinished run's
 /// report, where rows without a final outcome appear as `pending`.

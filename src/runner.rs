@@ -10,7 +10,7 @@
 //! A call's concurrency slot is given back only once its outcome is in the
 //! [`Journal`], so requests sent but not yet on disk never number more than
 //! `concurrency`: that is all a `kill -9` can cost. A
-//! [`Syncer`](crate::store::Syncer) fsyncs the journal and the store every
+//! [`Syncer`](crate::state::store::Syncer) fsyncs the journal and the store every
 //! 200 ms, which bounds what a power loss costs; the store itself is
 //! committed in large batches, once a second.
 
@@ -25,10 +25,10 @@ use anyhow::{Context, Result};
 use crate::clock::now_ms;
 use crate::input::{InputChunk, InputFile};
 use crate::job::Job;
-use crate::journal::{CallRecord, Journal, Sealed};
 use crate::outcome::{Answer, PauseReason, RiskSource, RowOutcome, RowStatus};
 use crate::progress::{Figures, Progress, ProgressMode};
-use crate::store::{CallTally, RunRecord, Store};
+use crate::state::journal::{CallRecord, Journal, Sealed};
+use crate::state::store::{CallTally, RunRecord, Store};
 use crate::wechat::client::{CallEnd, CallResult, RiskClient};
 use crate::wechat::{RequestKey, RiskRequest};
 

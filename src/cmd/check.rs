@@ -14,7 +14,7 @@ use crate::exit::Exit;
 use crate::input::{self, InputCount, InputFile};
 use crate::job::Job;
 use crate::runner::Lists;
-use crate::store::{RunRecord, Store, run_id};
+use crate::state::store::{RunRecord, Store, run_id};
 
 pub fn execute(args: CheckArgs) -> Result<Exit> {
     let (job, input) = super::load(&args.job)?;

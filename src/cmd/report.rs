@@ -7,17 +7,17 @@ use crate::cli::{JobArgs, LogFormat};
 use crate::clock::now_ms;
 use crate::exit::{Exit, usage};
 use crate::input;
-use crate::lock::{Locked, try_lock};
 use crate::report::summary::RunState;
 use crate::report::{Ending, Invocation, write_reports};
 use crate::results::write_results;
-use crate::store::Store;
+use crate::state::lock::{Locked, try_lock};
+use crate::state::store::Store;
 
 pub fn execute(args: JobArgs, format: LogFormat) -> Result<Exit> {
     let started_at = now_ms();
     let (job, input) = super::load(&args)?;
     let fingerprint = input::fingerprint(&input.path)?;
-    let run_id = crate::store::run_id(&job.name, &fingerprint);
+    let run_id = crate::state::store::run_id(&job.name, &fingerprint);
     let missing = || {
         usage(format!(
             "no run of job {} for {} yet; `riskbatch run` starts it",
@@ -30,7 +30,7 @@ pub fn execute(args: JobArgs, format: LogFormat) -> Result<Exit> {
     // Calls a killed invocation finished but did not commit are in its
     // journal; a running invocation owns its journal, so only without one.
     if let Locked::Acquired(_lock) = try_lock(&job.state_dir)? {
-        crate::journal::replay(&mut store, &job.state_dir, run.id)?;
+        crate::state::journal::replay(&mut store, &job.state_dir, run.id)?;
     }
     let partial = run.completed_at.is_none();
     let (outputs, clusters) = write_results(&job, &input, &mut store, &run, partial)?;

@@ -12,7 +12,6 @@ use crate::clock::now_ms;
 use crate::exit::{Exit, usage};
 use crate::input::{self, InputFile};
 use crate::job::{BaseUrl, Job, TokenSource};
-use crate::lock::{Locked, try_lock};
 use crate::outcome::PauseReason;
 use crate::output::owner::{owning_job, previous_summary, results_are_own};
 use crate::pacer::Pacer;
@@ -21,10 +20,11 @@ use crate::report::summary::RunState;
 use crate::report::{Ending, Invocation, write_reports};
 use crate::results::{stored_clusters, write_results};
 use crate::runner::{Bounds, CallSide, Lists, RunEnd, Runner};
-use crate::store::{RunRecord, Store};
+use crate::state::lock::{Locked, try_lock};
+use crate::state::store::{RunRecord, Store};
+use crate::state::token_cache::TokenCache;
 use crate::wechat::client::{RiskClient, http_client};
 use crate::wechat::token::{Credentials, TokenProvider};
-use crate::wechat::token_cache::TokenCache;
 
 /// Credentials the embedded simulator accepts when none are set.
 const SIM_APPID: &str = "wxsim000000000000";
@@ -55,7 +55,7 @@ pub fn execute(args: RunArgs, log_format: LogFormat) -> Result<Exit> {
     if !job.output.mask.is_empty() {
         crate::state::mask_salt(&job.state_dir)?;
     }
-    let recovered = crate::journal::replay(&mut store, &job.state_dir, run.id)?;
+    let recovered = crate::state::journal::replay(&mut store, &job.state_dir, run.id)?;
     if recovered > 0 {
         tracing::info!(
             "recovered {recovered} finished calls from the outcome journal of an interrupted invocation"
@@ -341,7 +341,7 @@ fn call_side(
         let _guard = runtime.enter();
         http_client(job.throttle.timeout, job.throttle.concurrency)?
     };
-    let cache = token_cache(job, credentials.as_ref(), &base_url);
+    let cache = token_cache(job, credentials.as_ref(), &base_url)?;
     let mut tokens =
         TokenProvider::new(http.clone(), &base_url, job.api.token.clone(), credentials);
     if let Some(cache) = cache {
@@ -446,11 +446,11 @@ fn open_store(job: &Job, fresh: bool) -> Result<Store> {
 /// Finds the run of this input, or starts one; `fresh` discards it first.
 fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Result<RunRecord> {
     let fingerprint = input::fingerprint(&input.path)?;
-    let run_id = crate::store::run_id(&job.name, &fingerprint);
+    let run_id = crate::state::store::run_id(&job.name, &fingerprint);
     let mut found = store.find_run(&run_id)?;
     if fresh && let Some(run) = found.take() {
         tracing::info!("--fresh: discarding the checkpoint of run {}", run.run_id);
-        crate::journal::discard(&job.state_dir, run.id)?;
+        crate::state::journal::discard(&job.state_dir, run.id)?;
         store.delete_run(run.id)?;
     }
     if let Some(run) = found {
@@ -487,7 +487,7 @@ fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Res
         now_ms(),
     )?;
     // Journals left by a checkpoint that is gone cannot be this run's.
-    crate::journal::discard(&job.state_dir, run.id)?;
+    crate::state::journal::discard(&job.state_dir, run.id)?;
     store.set_input_count(run.id, count.rows, count.lines)?;
     if !job.cache_ttl.is_zero() {
         store.prune_answers(now_ms() - job.cache_ttl.as_millis() as i64)?;
@@ -538,18 +538,30 @@ fn refuse_lost_checkpoint(job: &Job, store: &Store, run_id: &str) -> Result<()> 
 /// Where the token is shared with other processes: not for the embedded
 /// simulator (its tokens die with the process) nor for a token command (it is
 /// the shared source itself).
-fn token_cache(job: &Job, credentials: Option<&Credentials>, base_url: &str) -> Option<TokenCache> {
+fn token_cache(
+    job: &Job,
+    credentials: Option<&Credentials>,
+    base_url: &str,
+) -> Result<Option<TokenCache>> {
+    let located = crate::state::token_cache::token_dir();
+    let dir = located.as_ref().ok().map(|(dir, _)| dir.as_path());
+    crate::state::token_cache::remove_old_tokens(&job.shared_state_dir, dir)?;
     let endpoint = match (&job.api.base_url, &job.api.token) {
-        (BaseUrl::Sim, _) | (_, TokenSource::Command(_)) => return None,
+        (BaseUrl::Sim, _) | (_, TokenSource::Command(_)) => return Ok(None),
         (_, TokenSource::Stable) => "stable_token",
         (_, TokenSource::ClientCredential) => "token",
     };
-    Some(TokenCache::new(
-        &job.shared_state_dir,
-        &credentials?.appid,
+    let Some(credentials) = credentials else {
+        return Ok(None);
+    };
+    let (dir, setting) = located?;
+    crate::state::token_cache::open_token_dir(&dir, setting)?;
+    Ok(Some(TokenCache::new(
+        &dir,
+        &credentials.appid,
         endpoint,
         base_url,
-    ))
+    )))
 }
 
 /// The appid and secret from the environment; the simulator accepts stand-ins.

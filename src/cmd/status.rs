@@ -8,14 +8,14 @@ use crate::clock::iso_ms;
 use crate::exit::Exit;
 use crate::input;
 use crate::outcome::RowStatus;
-use crate::store::Store;
+use crate::state::store::Store;
 
 pub fn execute(args: JobArgs) -> Result<Exit> {
     let (job, input) = super::load(&args)?;
     crate::state::check_folder(&job, false)?;
     let fingerprint = input::fingerprint(&input.path)?;
-    let run_id = crate::store::run_id(&job.name, &fingerprint);
-    let running = crate::lock::holder(&job.state_dir)?;
+    let run_id = crate::state::store::run_id(&job.name, &fingerprint);
+    let running = crate::state::lock::holder(&job.state_dir)?;
     let store = Store::open_existing(&job.state_dir)?;
     let run = match &store {
         Some(store) => store.find_run(&run_id)?,

@@ -20,7 +20,7 @@ use crate::input::{InputChunk, InputFile};
 use crate::job::Job;
 use crate::outcome::RiskSource;
 use crate::runner::Lists;
-use crate::store::{RunRecord, Store};
+use crate::state::store::{RunRecord, Store};
 use keys::{DiskKeys, KeySet};
 use pace::{Pace, TimeEstimate};
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{BaseUrl, Job};
 use crate::sim::SimConfig;
-use crate::store::MeasuredPace;
+use crate::state::store::MeasuredPace;
 
 /// Fewer timed requests than this say too little about the latency.
 const MIN_MEASURED: u64 = 50;

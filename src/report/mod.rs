@@ -15,7 +15,7 @@ use crate::clock::now_ms;
 use crate::estimate::pace::Pace;
 use crate::job::Job;
 use crate::output::owner::{ResultsOf, results_present};
-use crate::store::{RunRecord, Store};
+use crate::state::store::{RunRecord, Store};
 use clusters::{Found, Member};
 use summary::{RunState, Summary, SummaryInput, Timing};
 

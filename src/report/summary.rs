@@ -11,7 +11,7 @@ use crate::outcome::{PauseReason, RiskSource, RowStatus};
 use crate::output::owner::ResultsOf;
 use crate::output::write_atomically;
 use crate::report::clusters::Cluster;
-use crate::store::{RowCounts, RunRecord};
+use crate::state::store::{RowCounts, RunRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

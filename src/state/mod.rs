@@ -1,5 +1,12 @@
-//! The job's state folder: checked before anything is paid for, made private
-//! when riskbatch creates it, and the masking salt kept in it.
+//! The job's state: its folder (checked before anything is paid for, made
+//! private when riskbatch creates it), the lock, the checkpoint store, the
+//! outcome journal, the masking salt, and where access tokens are cached
+//! (per user, outside every job folder).
+
+pub mod journal;
+pub mod lock;
+pub mod store;
+pub mod token_cache;
 
 use std::io::{Read, Write};
 use std::path::Path;

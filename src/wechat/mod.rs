@@ -4,7 +4,6 @@
 pub mod classify;
 pub mod client;
 pub mod token;
-pub mod token_cache;
 pub mod transport;
 
 use serde::{Deserialize, Serialize};

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::token_cache::{CachedToken, TokenCache};
 use crate::clock::now_ms;
 use crate::job::TokenSource;
 use crate::redact::redact;
+use crate::state::token_cache::{CachedToken, TokenCache};
 
 /// Refresh a token this long before WeChat says it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -200,7 +200,7 @@ impl TokenProvider {
     async fn lock_cache(
         &self,
         cache: &TokenCache,
-    ) -> Result<super::token_cache::RefreshLock, TokenError> {
+    ) -> Result<crate::state::token_cache::RefreshLock, TokenError> {
         let cache = cache.clone();
         let path = cache.path().display().to_string();
         tokio::task::spawn_blocking(move || cache.lock())

@@ -706,7 +706,7 @@ fn consecutive_and_parallel_jobs_share_one_cached_token() {
             "no process invalidated another's token: {stats:?}"
         );
 
-        let tokens = case.ws.path("jobs/.riskbatch/tokens");
+        let tokens = case.ws.path("user-cache/tokens");
         let files: Vec<_> = std::fs::read_dir(&tokens)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -718,6 +718,8 @@ fn consecutive_and_parallel_jobs_share_one_cached_token() {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", files[0].display());
+            let mode = std::fs::metadata(&tokens).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{}", tokens.display());
         }
         let cached: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
         let access_token = cached["access_token"].as_str().unwrap();

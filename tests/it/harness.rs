@@ -124,6 +124,14 @@ impl Workspace {
             .args(args)
             .current_dir(self.dir.path())
             .env_remove("RISKBATCH_STATE_DIR")
+            // The user's token cache, inside the workspace but outside its
+            // job, state and output folders.
+            .env(
+                "RISKBATCH_TOKEN_DIR",
+                self.dir.path().join("user-cache/tokens"),
+            )
+            .env_remove("XDG_CACHE_HOME")
+            .env("HOME", self.dir.path().join("home"))
             .env("WECHAT_APPID", "wxtest")
             .env("WECHAT_SECRET", "test-secret")
             .env("RISKBATCH_LOG", "info");
@@ -207,4 +215,26 @@ pub fn external_tool(candidates: &[PathBuf], what: &str) -> Option<PathBuf> {
 pub fn python() -> Option<PathBuf> {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python");
     external_tool(&[venv], "the test venv's Python")
+}
+
+/// Every file under `root` (recursively) whose bytes contain `needle`.
+pub fn files_containing(root: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if std::fs::read(&path)
+                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
 }

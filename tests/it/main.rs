@@ -8,3 +8,4 @@ mod integrity;
 mod reports;
 mod resume;
 mod soak;
+mod tokens;

@@ -6,7 +6,7 @@
 //! are written in batched transactions; a chunk is marked done in the same
 //! transaction as its last row. What a crash takes from the transaction being
 //! built is either decided again locally or, for calls, in the
-//! [`journal`](crate::journal).
+//! [`journal`](crate::state::journal).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

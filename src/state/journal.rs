@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::outcome::{Answer, RiskSource, RowOutcome, RowStatus};
-use crate::store::Store;
+use crate::state::store::Store;
 use crate::wechat::RequestKey;
 
 /// One finished call: the outcome of the row it was made for.
@@ -245,7 +245,7 @@ pub fn apply(store: &mut Store, run: i64, record: &CallRecord, now: i64) -> Resu
     if let Some(key) = &record.key {
         store.put_answer(key, run, record.outcome.row)?;
     }
-    let tally = crate::store::CallTally {
+    let tally = crate::state::store::CallTally {
         sent: u64::from(record.requests),
         retries: u64::from(record.requests.saturating_sub(1)),
         ..Default::default()
