@@ -266,218 +266,25 @@ impl Job {
             .unwrap_or(Path::new("."));
         let folder = std::path::absolute(folder)
             .with_context(|| format!("resolving the folder of {shown}"))?;
-        let bad = |key: &str, why: String| usage(format!("{shown}: `{key}`: {why}"));
-
-        if raw.name.is_empty()
-            || raw.name.len() > 64
-            || !raw
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
-            return Err(bad(
-                "name",
-                format!(
-                    "\"{}\" must be 1 to 64 characters of a-z, 0-9, - and _ (it names the checkpoint store)",
-                    raw.name
-                ),
-            ));
-        }
-
-        // input
-        let input_path = resolve(&folder, &raw.input.path);
-        let columns = match raw.input.columns {
-            None => BTreeMap::from([("openid".to_string(), "openid".to_string())]),
-            Some(columns) => columns,
+        let at = Section {
+            shown: &shown,
+            folder: &folder,
         };
-        for (field, column) in &columns {
-            if !API_FIELDS.contains(&field.as_str()) {
-                return Err(bad(
-                    &format!("input.columns.{field}"),
-                    format!("not an API field; use one of {}", API_FIELDS.join(", ")),
-                ));
-            }
-            if column.is_empty() {
-                return Err(bad(
-                    &format!("input.columns.{field}"),
-                    "the column name is empty".into(),
-                ));
-            }
-        }
-        if !columns.contains_key("openid") {
-            return Err(bad(
-                "input.columns.openid",
-                "missing: the openid column is required".into(),
-            ));
-        }
-        if raw.source == Source::App && !columns.contains_key("user_access_token") {
-            return Err(bad(
-                "input.columns.user_access_token",
-                "missing: source = \"app\" needs the column that holds each user's user_access_token".into(),
-            ));
-        }
-
-        // output
-        let output_dir = resolve(
-            &folder,
-            raw.output
-                .dir
-                .as_deref()
-                .unwrap_or(&format!("out/{}", raw.name)),
-        );
-        let formats = raw
-            .output
-            .formats
-            .unwrap_or_else(|| vec!["parquet".into(), "csv".into()]);
-        if formats.is_empty() {
-            return Err(bad(
-                "output.formats",
-                "is empty; list parquet, csv or both".into(),
-            ));
-        }
-        for format in &formats {
-            if format != "parquet" && format != "csv" {
-                return Err(bad(
-                    "output.formats",
-                    format!("\"{format}\" is not a format; use \"parquet\" and/or \"csv\""),
-                ));
-            }
-        }
-
-        // api
-        if raw.api.secret.is_some() {
-            return Err(bad(
-                "api.secret",
-                "a secret must not be written into a job file; put it in an environment \
-                 variable and name that variable with secret_env (default WECHAT_SECRET)"
-                    .into(),
-            ));
-        }
-        if raw.api.appid.is_some() {
-            return Err(bad(
-                "api.appid",
-                "the appid comes from the environment; name the variable with appid_env \
-                 (default WECHAT_APPID)"
-                    .into(),
-            ));
-        }
-        let base_url = match raw.api.base_url.as_deref() {
-            None | Some("sim") => BaseUrl::Sim,
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                BaseUrl::Url(url.trim_end_matches('/').to_string())
-            }
-            Some(other) => {
-                return Err(bad(
-                    "api.base_url",
-                    format!(
-                        "\"{other}\" is neither \"sim\" nor an http(s) URL such as https://api.weixin.qq.com"
-                    ),
-                ));
-            }
-        };
-        let path = match raw.api.path.as_deref() {
-            None | Some("/wxa/servicemarket") => ApiPath::Wxa,
-            Some("/tcb/servicemarket") => ApiPath::Tcb,
-            Some(other) => {
-                return Err(bad(
-                    "api.path",
-                    format!(
-                        "\"{other}\" is not a risk endpoint; use \"/wxa/servicemarket\" or \"/tcb/servicemarket\""
-                    ),
-                ));
-            }
-        };
-        let token = match &raw.api.token {
-            None => TokenSource::Stable,
-            Some(toml::Value::String(s)) if s == "stable" => TokenSource::Stable,
-            Some(toml::Value::String(s)) if s == "client_credential" => {
-                TokenSource::ClientCredential
-            }
-            Some(toml::Value::Table(t))
-                if t.len() == 1 && t.get("command").is_some_and(|c| c.is_str()) =>
-            {
-                let command = t["command"].as_str().unwrap_or_default().trim().to_string();
-                if command.is_empty() {
-                    return Err(bad("api.token.command", "is empty".into()));
-                }
-                TokenSource::Command(command)
-            }
-            Some(_) => {
-                return Err(bad(
-                    "api.token",
-                    "use \"stable\", \"client_credential\" or { command = \"...\" }".into(),
-                ));
-            }
-        };
-        let env_name = |key: &str, value: Option<String>, default: &str| -> Result<String> {
-            let name = value.unwrap_or_else(|| default.to_string());
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(bad(
-                    key,
-                    format!("\"{name}\" is not an environment variable name"),
-                ));
-            }
-            Ok(name)
-        };
-        let appid_env = env_name("api.appid_env", raw.api.appid_env, "WECHAT_APPID")?;
-        let secret_env = env_name("api.secret_env", raw.api.secret_env, "WECHAT_SECRET")?;
-
-        // throttle
-        let t = raw.throttle;
-        let int =
-            |key: &str, value: Option<i64>, default: i64, min: i64, max: i64| -> Result<u32> {
-                let v = value.unwrap_or(default);
-                if v < min || v > max {
-                    return Err(bad(
-                        &format!("throttle.{key}"),
-                        format!("{v} is out of range {min}..={max}"),
-                    ));
-                }
-                Ok(v as u32)
-            };
-        let throttle = Throttle {
-            chunk_size: int("chunk_size", t.chunk_size, 1000, 1, 1_000_000)?,
-            rate: int("rate", t.rate, 50, 1, 1_000_000)?,
-            concurrency: int("concurrency", t.concurrency, 16, 1, 4096)?,
-            max_retries: int("max_retries", t.max_retries, 5, 0, 100)?,
-            timeout: match t.timeout {
-                None => Duration::from_secs(10),
-                Some(text) => {
-                    let d = duration::parse(&text).map_err(|e| bad("throttle.timeout", e))?;
-                    if d.is_zero() {
-                        return Err(bad("throttle.timeout", "must be more than 0s".into()));
-                    }
-                    d
-                }
-            },
-        };
-
+        at.name(&raw.name)?;
+        let input = at.input(raw.input, raw.source)?;
+        let output = at.output(raw.output, &raw.name)?;
+        let api = at.api(raw.api)?;
+        let throttle = at.throttle(raw.throttle)?;
         let lists = Lists {
             allow: raw.lists.allow.map(|p| resolve(&folder, &p)),
             deny: raw.lists.deny.map(|p| resolve(&folder, &p)),
         };
         let cache_ttl = match raw.cache.ttl {
             None => Duration::from_secs(24 * 3600),
-            Some(text) => duration::parse(&text).map_err(|e| bad("cache.ttl", e))?,
+            Some(text) => duration::parse(&text).map_err(|e| at.bad("cache.ttl", e))?,
         };
-        let shared_state_dir = match state_override {
-            Some(dir) => normalize(
-                &std::path::absolute(&dir)
-                    .with_context(|| format!("resolving RISKBATCH_STATE_DIR {}", dir.display()))?,
-            ),
-            None => resolve(&folder, raw.state.dir.as_deref().unwrap_or(".riskbatch")),
-        };
-        raw.sim.validate().map_err(|e| bad("sim", e))?;
-        let price_per_call = match raw.api.price_per_call {
-            Some(p) if !(p.is_finite() && p >= 0.0) => {
-                return Err(bad(
-                    "api.price_per_call",
-                    format!("{p} is not a price (0 or more)"),
-                ));
-            }
-            p => p,
-        };
-
+        let shared_state_dir = at.state_dir(raw.state, state_override)?;
+        raw.sim.validate().map_err(|e| at.bad("sim", e))?;
         Ok(Job {
             state_dir: shared_state_dir.join(&raw.name),
             shared_state_dir,
@@ -485,27 +292,9 @@ impl Job {
             file: file.to_path_buf(),
             scene: raw.scene,
             source: raw.source,
-            input: InputSpec {
-                path: input_path,
-                encoding: raw.input.encoding,
-                columns,
-            },
-            output: OutputSpec {
-                dir: output_dir.clone(),
-                parquet: formats.iter().any(|f| f == "parquet"),
-                csv: formats.iter().any(|f| f == "csv"),
-                metrics: PathBuf::from(raw.output.metrics.as_deref().unwrap_or("metrics.prom")),
-                mask: raw.output.mask,
-                csv_encoding: raw.output.csv_encoding,
-            },
-            api: ApiSpec {
-                base_url,
-                path,
-                appid_env,
-                secret_env,
-                token,
-                price_per_call,
-            },
+            input,
+            output,
+            api,
             throttle,
             lists,
             cache_ttl,
@@ -521,6 +310,243 @@ impl Job {
 
 /// `path` against the job file's folder, with `.` and `..` folded away so
 /// that messages show the path a person would write.
+/// Checks one section of a job file at a time; every error names the file and the key.
+struct Section<'a> {
+    shown: &'a str,
+    folder: &'a Path,
+}
+
+impl Section<'_> {
+    fn bad(&self, key: &str, why: String) -> anyhow::Error {
+        usage(format!("{}: `{key}`: {why}", self.shown))
+    }
+
+    fn name(&self, name: &str) -> Result<()> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if valid {
+            return Ok(());
+        }
+        Err(self.bad(
+            "name",
+            format!(
+                "\"{name}\" must be 1 to 64 characters of a-z, 0-9, - and _ (it names the checkpoint store)"
+            ),
+        ))
+    }
+
+    fn input(&self, raw: RawInput, source: Source) -> Result<InputSpec> {
+        let columns = match raw.columns {
+            None => BTreeMap::from([("openid".to_string(), "openid".to_string())]),
+            Some(columns) => columns,
+        };
+        for (field, column) in &columns {
+            if !API_FIELDS.contains(&field.as_str()) {
+                return Err(self.bad(
+                    &format!("input.columns.{field}"),
+                    format!("not an API field; use one of {}", API_FIELDS.join(", ")),
+                ));
+            }
+            if column.is_empty() {
+                return Err(self.bad(
+                    &format!("input.columns.{field}"),
+                    "the column name is empty".into(),
+                ));
+            }
+        }
+        if !columns.contains_key("openid") {
+            return Err(self.bad(
+                "input.columns.openid",
+                "missing: the openid column is required".into(),
+            ));
+        }
+        if source == Source::App && !columns.contains_key("user_access_token") {
+            return Err(self.bad(
+                "input.columns.user_access_token",
+                "missing: source = \"app\" needs the column that holds each user's user_access_token".into(),
+            ));
+        }
+        Ok(InputSpec {
+            path: resolve(self.folder, &raw.path),
+            encoding: raw.encoding,
+            columns,
+        })
+    }
+
+    fn output(&self, raw: RawOutput, name: &str) -> Result<OutputSpec> {
+        let dir = resolve(
+            self.folder,
+            raw.dir.as_deref().unwrap_or(&format!("out/{name}")),
+        );
+        let formats = raw
+            .formats
+            .unwrap_or_else(|| vec!["parquet".into(), "csv".into()]);
+        if formats.is_empty() {
+            return Err(self.bad(
+                "output.formats",
+                "is empty; list parquet, csv or both".into(),
+            ));
+        }
+        for format in &formats {
+            if format != "parquet" && format != "csv" {
+                return Err(self.bad(
+                    "output.formats",
+                    format!("\"{format}\" is not a format; use \"parquet\" and/or \"csv\""),
+                ));
+            }
+        }
+        Ok(OutputSpec {
+            dir,
+            parquet: formats.iter().any(|f| f == "parquet"),
+            csv: formats.iter().any(|f| f == "csv"),
+            metrics: PathBuf::from(raw.metrics.as_deref().unwrap_or("metrics.prom")),
+            mask: raw.mask,
+            csv_encoding: raw.csv_encoding,
+        })
+    }
+
+    fn api(&self, raw: RawApi) -> Result<ApiSpec> {
+        if raw.secret.is_some() {
+            return Err(self.bad(
+                "api.secret",
+                "a secret must not be written into a job file; put it in an environment \
+                 variable and name that variable with secret_env (default WECHAT_SECRET)"
+                    .into(),
+            ));
+        }
+        if raw.appid.is_some() {
+            return Err(self.bad(
+                "api.appid",
+                "the appid comes from the environment; name the variable with appid_env \
+                 (default WECHAT_APPID)"
+                    .into(),
+            ));
+        }
+        let price_per_call = match raw.price_per_call {
+            Some(p) if !(p.is_finite() && p >= 0.0) => {
+                return Err(self.bad(
+                    "api.price_per_call",
+                    format!("{p} is not a price (0 or more)"),
+                ));
+            }
+            p => p,
+        };
+        Ok(ApiSpec {
+            base_url: self.base_url(raw.base_url.as_deref())?,
+            path: self.api_path(raw.path.as_deref())?,
+            appid_env: self.env_name("api.appid_env", raw.appid_env, "WECHAT_APPID")?,
+            secret_env: self.env_name("api.secret_env", raw.secret_env, "WECHAT_SECRET")?,
+            token: self.token(raw.token.as_ref())?,
+            price_per_call,
+        })
+    }
+
+    fn base_url(&self, url: Option<&str>) -> Result<BaseUrl> {
+        match url {
+            None | Some("sim") => Ok(BaseUrl::Sim),
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Ok(BaseUrl::Url(url.trim_end_matches('/').to_string()))
+            }
+            Some(other) => Err(self.bad(
+                "api.base_url",
+                format!(
+                    "\"{other}\" is neither \"sim\" nor an http(s) URL such as https://api.weixin.qq.com"
+                ),
+            )),
+        }
+    }
+
+    fn api_path(&self, path: Option<&str>) -> Result<ApiPath> {
+        match path {
+            None | Some("/wxa/servicemarket") => Ok(ApiPath::Wxa),
+            Some("/tcb/servicemarket") => Ok(ApiPath::Tcb),
+            Some(other) => Err(self.bad(
+                "api.path",
+                format!(
+                    "\"{other}\" is not a risk endpoint; use \"/wxa/servicemarket\" or \"/tcb/servicemarket\""
+                ),
+            )),
+        }
+    }
+
+    fn token(&self, token: Option<&toml::Value>) -> Result<TokenSource> {
+        match token {
+            None => Ok(TokenSource::Stable),
+            Some(toml::Value::String(s)) if s == "stable" => Ok(TokenSource::Stable),
+            Some(toml::Value::String(s)) if s == "client_credential" => {
+                Ok(TokenSource::ClientCredential)
+            }
+            Some(toml::Value::Table(t))
+                if t.len() == 1 && t.get("command").is_some_and(|c| c.is_str()) =>
+            {
+                let command = t["command"].as_str().unwrap_or_default().trim().to_string();
+                if command.is_empty() {
+                    return Err(self.bad("api.token.command", "is empty".into()));
+                }
+                Ok(TokenSource::Command(command))
+            }
+            Some(_) => Err(self.bad(
+                "api.token",
+                "use \"stable\", \"client_credential\" or { command = \"...\" }".into(),
+            )),
+        }
+    }
+
+    fn env_name(&self, key: &str, value: Option<String>, default: &str) -> Result<String> {
+        let name = value.unwrap_or_else(|| default.to_string());
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(self.bad(
+                key,
+                format!("\"{name}\" is not an environment variable name"),
+            ));
+        }
+        Ok(name)
+    }
+
+    fn throttle(&self, t: RawThrottle) -> Result<Throttle> {
+        let int =
+            |key: &str, value: Option<i64>, default: i64, min: i64, max: i64| -> Result<u32> {
+                let v = value.unwrap_or(default);
+                if v < min || v > max {
+                    return Err(self.bad(
+                        &format!("throttle.{key}"),
+                        format!("{v} is out of range {min}..={max}"),
+                    ));
+                }
+                Ok(v as u32)
+            };
+        Ok(Throttle {
+            chunk_size: int("chunk_size", t.chunk_size, 1000, 1, 1_000_000)?,
+            rate: int("rate", t.rate, 50, 1, 1_000_000)?,
+            concurrency: int("concurrency", t.concurrency, 16, 1, 4096)?,
+            max_retries: int("max_retries", t.max_retries, 5, 0, 100)?,
+            timeout: match t.timeout {
+                None => Duration::from_secs(10),
+                Some(text) => {
+                    let d = duration::parse(&text).map_err(|e| self.bad("throttle.timeout", e))?;
+                    if d.is_zero() {
+                        return Err(self.bad("throttle.timeout", "must be more than 0s".into()));
+                    }
+                    d
+                }
+            },
+        })
+    }
+
+    fn state_dir(&self, raw: RawState, state_override: Option<PathBuf>) -> Result<PathBuf> {
+        Ok(match state_override {
+            Some(dir) => normalize(
+                &std::path::absolute(&dir)
+                    .with_context(|| format!("resolving RISKBATCH_STATE_DIR {}", dir.display()))?,
+            ),
+            None => resolve(self.folder, raw.dir.as_deref().unwrap_or(".riskbatch")),
+        })
+    }
+}
+
 fn resolve(folder: &Path, path: &str) -> PathBuf {
     normalize(&folder.join(path))
 }

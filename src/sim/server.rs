@@ -142,6 +142,10 @@ struct Stats {
     /// Arrival times of risk requests within the last second.
     window: VecDeque<Instant>,
     max_in_1s: u64,
+    /// Risk requests per second since the first one (second 0), for pacing measurements.
+    first_arrival: Option<Instant>,
+    per_second: Vec<u64>,
+    last_arrival: Option<Instant>,
     faults: BTreeMap<&'static str, u64>,
     quota_used: u64,
     balance_left: Option<u64>,
@@ -160,6 +164,12 @@ pub struct SimStats {
     pub distinct_requests: u64,
     pub max_sends_per_request: u32,
     pub max_requests_in_1s: u64,
+    /// Seconds from the first risk request to the last.
+    #[serde(default)]
+    pub span_seconds: f64,
+    /// Risk requests in each second since the first one; only with `?seconds=1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_second: Option<Vec<u64>>,
     /// Injected faults by kind: busy, inner_error, http_error, drop, malformed, slow, tokens_expired.
     #[serde(default)]
     pub faults: BTreeMap<String, u64>,
@@ -471,6 +481,16 @@ impl Sim {
         }
         stats.window.push_back(now);
         stats.max_in_1s = stats.max_in_1s.max(stats.window.len() as u64);
+        let first = *stats.first_arrival.get_or_insert(now);
+        let second = now.duration_since(first).as_secs() as usize;
+        // Bounded: a simulator left running for days keeps its first day.
+        if second < 86_400 {
+            if stats.per_second.len() <= second {
+                stats.per_second.resize(second + 1, 0);
+            }
+            stats.per_second[second] += 1;
+        }
+        stats.last_arrival = Some(now);
         self.config
             .rate_limit
             .is_some_and(|limit| stats.window.len() as u64 > u64::from(limit))
@@ -713,6 +733,8 @@ async fn top_up(State(sim): State<Arc<Sim>>, Query(q): Query<TopUpQuery>) -> Res
 struct StatsQuery {
     #[serde(default)]
     openids: Option<String>,
+    #[serde(default)]
+    seconds: Option<String>,
 }
 
 async fn stats(State(sim): State<Arc<Sim>>, Query(q): Query<StatsQuery>) -> Response {
@@ -739,6 +761,11 @@ async fn stats(State(sim): State<Arc<Sim>>, Query(q): Query<StatsQuery>) -> Resp
         distinct_requests: stats.per_request.len() as u64,
         max_sends_per_request: stats.per_request.values().copied().max().unwrap_or(0),
         max_requests_in_1s: stats.max_in_1s,
+        span_seconds: match (stats.first_arrival, stats.last_arrival) {
+            (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
+            _ => 0.0,
+        },
+        per_second: q.seconds.is_some().then(|| stats.per_second.clone()),
         faults: stats
             .faults
             .iter()
