@@ -1,16 +1,16 @@
 //! Paces requests so that no 1-second window ever holds more than `rate` of
 //! them, and slows down for a while when WeChat answers 45011.
 //!
-//! Each request is given a send time on a fixed schedule, `1.008 s / rate`
+//! Each request is given a send time on a fixed schedule, `1.010 s / rate`
 //! apart, and sleeps until it. A sleeper that wakes late (tokio's timer ticks
 //! every millisecond) does not push the schedule back, so the mean rate holds
 //! at low rates too — a GCRA limiter such as governor's, with the burst of 1
 //! that exactness needs, restarts its schedule from every late wake-up and
 //! gave 72 % of `rate = 300`. The schedule never saves up a burst while idle.
-//! The 8 ms the schedule leaves in every second absorb what happens between
-//! here and WeChat (wake-ups up to 2 ms late, the loopback's jitter), and a
+//! The 10 ms the schedule leaves in every second absorb what happens between
+//! here and WeChat (wake-ups up to 2 ms late, a preempted thread on a busy machine, the loopback), and a
 //! window of the actual send times refuses the `rate + 1`-th request of any
-//! 1.008 s, so that a stalled process that wakes with many requests due
+//! 1.010 s, so that a stalled process that wakes with many requests due
 //! cannot send them in one burst.
 
 use std::collections::VecDeque;
@@ -22,7 +22,10 @@ const SLOW_DOWN_FOR: Duration = Duration::from_secs(60);
 
 /// The window no more than `rate` requests may be sent in: one second and
 /// the margin for what happens between the pacer and the server.
-const WINDOW: Duration = Duration::from_millis(1008);
+const WINDOW: Duration = Duration::from_millis(1010);
+
+/// How late tokio's timer wakes a sleeper on average.
+const TIMER_LATENESS: Duration = Duration::from_micros(1200);
 
 /// Above this rate the window of send times is not kept (it would hold
 /// this many instants): such a rate means "as fast as possible".
@@ -102,13 +105,21 @@ impl Pacer {
             state.next = slot + state.period;
             slot
         };
+        // tokio's timer fires on millisecond ticks, up to about 2 ms late:
+        // aiming at the slot a little early keeps the mean on the schedule,
+        // and the window below keeps an early send from ever making a
+        // second hold more than `rate`.
+        let mut aim = at.checked_sub(TIMER_LATENESS).unwrap_or(at);
         loop {
-            if at > Instant::now() {
-                tokio::time::sleep_until(at.into()).await;
+            if aim > Instant::now() {
+                tokio::time::sleep_until(aim.into()).await;
             }
             match self.lock().window_allows(Instant::now()) {
                 Ok(()) => return,
-                Err(later) => at = later,
+                Err(later) => {
+                    at = later;
+                    aim = at;
+                }
             }
         }
     }

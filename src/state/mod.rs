@@ -5,6 +5,7 @@
 
 pub mod journal;
 pub mod lock;
+mod open;
 pub mod store;
 pub mod token_cache;
 
@@ -14,6 +15,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::exit::usage;
+pub use open::State;
 use crate::job::Job;
 
 /// Bytes of a salt made by riskbatch; a shorter one is refused.
