@@ -12,7 +12,7 @@ use std::hash::BuildHasher;
 
 use serde::{Deserialize, Serialize};
 
-const BUCKET: u64 = 100_000;
+const BUCKET: u64 = 50_000;
 /// Fewer rows than this sharing a value is not a cluster.
 const MIN_ROWS: u64 = 3;
 const MAX_CLUSTERS: usize = 50;
@@ -90,12 +90,13 @@ impl MemberCollector {
     }
 }
 
+/// 32 bytes: at most 2 × `BUCKET` of them per field are held at once.
 #[derive(Default)]
 struct Entry {
-    rows: u64,
-    high: u64,
+    rows: u32,
+    high: u32,
     /// Rows this value may have had before it was (re)admitted.
-    error: u64,
+    error: u32,
     /// Kept from the value's second row since it was (re)admitted: most
     /// values are seen once and never need their text (copying every one
     /// took a fifth of the output pass).
@@ -120,16 +121,17 @@ impl FieldCounter {
             .entries
             .entry(self.hasher.hash_one(value))
             .or_insert(Entry {
-                error: bucket - 1,
+                error: (bucket - 1) as u32,
                 ..Entry::default()
             });
-        entry.rows += 1;
-        entry.high += u64::from(high_risk);
+        entry.rows = entry.rows.saturating_add(1);
+        entry.high = entry.high.saturating_add(u32::from(high_risk));
         if entry.value.is_none() && entry.rows >= 2 {
             entry.value = Some(value.into());
         }
         if self.seen.is_multiple_of(BUCKET) {
-            self.entries.retain(|_, e| e.rows + e.error > bucket);
+            self.entries
+                .retain(|_, e| u64::from(e.rows) + u64::from(e.error) > bucket);
         }
     }
 
@@ -137,13 +139,13 @@ impl FieldCounter {
         let field = field.to_string();
         self.entries
             .values()
-            .filter(|e| e.rows >= MIN_ROWS)
+            .filter(|e| u64::from(e.rows) >= MIN_ROWS)
             .filter_map(move |e| {
                 Some(Cluster {
                     field: field.clone(),
                     value: e.value.as_deref()?.to_string(),
-                    rows: e.rows,
-                    high_risk_rows: e.high,
+                    rows: u64::from(e.rows),
+                    high_risk_rows: u64::from(e.high),
                 })
             })
     }

@@ -151,6 +151,10 @@ impl Drop for Syncer {
     }
 }
 
+/// SQLite's page cache, in KiB: what keeps the peak memory of a run flat
+/// (the rest of the store stays in the operating system's file cache).
+const CACHE_KIB: i64 = 16 * 1024;
+
 /// Columns added to `runs` after its first release, for stores made before them.
 const LATER_RUN_COLUMNS: [(&str, &str); 5] = [
     ("lines_total", "INTEGER"),
@@ -242,7 +246,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Checkpoints belong to the Syncer; this is only a safety net.
         conn.pragma_update(None, "wal_autocheckpoint", 50_000)?;
-        conn.pragma_update(None, "cache_size", -65536)?;
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         conn.execute_batch(SCHEMA)?;
         add_missing_columns(&conn)?;
         // A damaged file can open and still fail on its first real read.
