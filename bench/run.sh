@@ -1,172 +1,161 @@
 #!/usr/bin/env bash
-# Benchmarks riskbatch against `riskbatch sim` (a separate process on loopback):
-#   1. rows/s with no simulated latency (checkpoint and outputs included), 1M rows
-#   2. rows/s with 50 ms latency at concurrency 64, against the ideal 64/0.05 = 1280/s
-#   3. a second invocation of the completed 1M-row run (no call expected)
-#   4. peak memory (max RSS) on 1M and 10M-row inputs (10M only with --big)
-#   5. for reference, on the same machine and simulator: wrk's request rate with no
-#      latency (the simulator's own ceiling, and the CPU a bare exchange costs) and with
-#      50 ms, and a plain asyncio+aiohttp script (bench/baseline_aiohttp.py) on the same
-#      1M rows (--reference, or alone with --reference-only; needs wrk and aiohttp)
-# Usage: bench/run.sh [--big | --latency-only | --reference | --reference-only]
-# Figures go to stdout; work files to target/bench.
+# riskbatch side by side with what users would pick instead, in one run, on
+# one light mock: ../shared/peers/mockfast (about 6 µs of CPU per request, so
+# the client is what gets measured). Peers: async_parallel.py (asyncio +
+# aiohttp, what a competent Python engineer writes), qsv fetchpost when
+# $QSV names a qsv built with it, and wrk as the ceiling. Then riskbatch's
+# peak memory on 10k / 1M (/ 10M with --big) rows for run, check and report,
+# and its pacing (bench/pacing.sh, measured at the simulator, per second).
+#   bench/run.sh [--quick] [--big]
+# One table on stdout; work files under target/bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-big=${1:-}
-
-cargo build --release --quiet
-bin=$PWD/target/release/riskbatch
+quick=""; big=""
+for arg in "$@"; do
+    case $arg in --quick) quick=1 ;; --big) big=1 ;; *) echo "unknown option $arg" >&2; exit 2 ;; esac
+done
+peers=$(cd ../shared/peers && pwd)
 work=$PWD/target/bench
 mkdir -p "$work"
+rows_a=${ROWS_0MS:-$([ -n "$quick" ] && echo 50000 || echo 400000)}
+rows_b=${ROWS_50MS:-$([ -n "$quick" ] && echo 10000 || echo 64000)}
+conc=64
 export WECHAT_APPID=wxbench WECHAT_SECRET=bench-secret RISKBATCH_LOG=warn
+export RISKBATCH_TOKEN_DIR=$work/tokens
 
-input() { # rows -> path (generated once)
-  local path=$work/p$1.csv
-  [ -f "$path" ] || "$bin" gen --rows "$1" --out "$path" --seed 2026 >/dev/null
-  echo "$path"
+log() { echo "[bench] $*" >&2; }
+log "building riskbatch and mockfast"
+cargo build --release --quiet
+cargo build --release --quiet --manifest-path "$peers/mockfast/Cargo.toml" --target-dir target/mockfast
+bin=$PWD/target/release/riskbatch
+mock_bin=$PWD/target/mockfast/release/mockfast
+py=$PWD/target/pyenv/bin/python
+if ! "$py" -c 'import aiohttp' 2>/dev/null; then
+    log "installing aiohttp into target/pyenv"
+    python3 -m venv target/pyenv
+    target/pyenv/bin/pip install -q --disable-pip-version-check -r "$peers/requirements.txt"
+fi
+have_wrk=$(command -v wrk || true)
+qsv=${QSV:-$peers/.qsv-root/bin/qsv}
+"$qsv" fetchpost --help >/dev/null 2>&1 || qsv=""
+
+data() { # rows -> the same participants CSV for every peer
+    local path=$work/participants-$1.csv
+    [ -f "$path" ] || "$py" "$peers/gen_participants.py" --rows "$1" --out "$path" --seed 7 >/dev/null
+    echo "$path"
 }
 
-sim_pid=""
-start_sim() {
-  "$bin" sim "$@" >"$work/sim.out" 2>/dev/null &
-  sim_pid=$!
-  for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
-  sim_url=$(head -1 "$work/sim.out" | awk '{print $NF}')
+mock_pid=""
+start_mock() { # latency-ms
+    "$mock_bin" --port 0 --latency-ms "$1" --workers 1 --exit-after 3600 >"$work/mock.out" 2>&1 &
+    mock_pid=$!
+    for _ in $(seq 50); do grep -q listening "$work/mock.out" 2>/dev/null && break; sleep 0.1; done
+    base="http://$(grep -o '127.0.0.1:[0-9]*' "$work/mock.out" | head -1)"
+    token=$(curl -s "$base/cgi-bin/token?grant_type=client_credential&appid=$WECHAT_APPID&secret=$WECHAT_SECRET" \
+        | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
 }
-sim_cpu() { # CPU seconds the simulator has used so far
-  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$sim_pid/stat"
-}
-stop_sim() { kill "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true; }
-trap stop_sim EXIT
+stop_mock() { [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null; wait "$mock_pid" 2>/dev/null || true; mock_pid=""; }
+trap stop_mock EXIT
+mock_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$mock_pid/stat"; }
 
-job() { # name input concurrency -> job file
-  cat >"$work/$1.toml" <<TOML
-name = "$1"
+# measure NAME ROWS CMD... : wall, CPU and peak RSS of CMD; sets the result vars
+results=()
+measure() {
+    local name=$1 rows=$2; shift 2
+    local before; before=$(mock_cpu)
+    /usr/bin/time -f "%e %U %S %M" -o "$work/time.txt" "$@" >"$work/$name.out" 2>"$work/$name.err" \
+        || log "$name exited $? (see $work/$name.err)"
+    read -r wall user sys rss <"$work/time.txt"
+    local mock; mock=$(awk -v a="$before" -v b="$(mock_cpu)" 'BEGIN {printf "%.1f", b - a}')
+    local rps; rps=$(awk -v r="$rows" -v w="$wall" 'BEGIN {printf "%.0f", r / w}')
+    local us; us=$(awk -v r="$rows" -v u="$user" -v s="$sys" 'BEGIN {printf "%.1f", (u + s) * 1e6 / r}')
+    results+=("$scenario|$name|$rows|$rps|$us|$((rss / 1024))|$mock")
+    log "$scenario / $name: $rps rows/s, $us µs CPU/row, $((rss / 1024)) MiB"
+}
+
+riskbatch_job() { # rows outdir rate -> job file
+    cat >"$work/$2.toml" <<TOML
+name = "bench-$2"
 [input]
-path = "$2"
+path = "$(data "$1")"
 [input.columns]
 openid = "openid"
 phonenum = "phone"
-certid = "cert_id"
 clientip = "client_ip"
 deviceid = "device_id"
-wifibssid = "wifi_bssid"
-mchcode = "mch_code"
 [output]
-dir = "out-$1"
+dir = "$work/$2"
+formats = ["parquet", "csv"]
 [api]
-base_url = "$sim_url"
+base_url = "$base"
+token = "client_credential"
 [throttle]
-rate = 1000000
-concurrency = $3
-[state]
-dir = "state"
+rate = $3
+concurrency = $conc
+[cache]
+ttl = "0s"
 TOML
-  rm -rf "$work/state/$1" "$work/out-$1"
-  echo "$work/$1.toml"
+    echo "$work/$2.toml"
 }
 
-measure() { # label job -> one line of figures
-  local label=$1 jobfile=$2 started ended sim_cpu0 sim_cpu1
-  sim_cpu0=$(sim_cpu)
-  started=$(date +%s.%N)
-  /usr/bin/time -f "%M %U %S" -o "$work/usage" "$bin" run "$jobfile" --progress never >/dev/null 2>"$work/stderr" || {
-    echo "$label: run failed"; cat "$work/stderr"; return 1; }
-  ended=$(date +%s.%N)
-  sim_cpu1=$(sim_cpu)
-  local summary=$work/out-$(basename "$jobfile" .toml)/summary.json
-  python3 - "$label" "$summary" "$(cat "$work/usage")" "$started" "$ended" "$sim_url" "$sim_cpu0" "$sim_cpu1" <<'PY'
-import json, sys, urllib.request
-label, path, usage, t0, t1, url, sim0, sim1 = sys.argv[1:]
-rss, user, system = usage.split()
-s = json.load(open(path))
-stats = json.load(urllib.request.urlopen(url + "/_sim/stats"))
-wall = float(t1) - float(t0)
-rows = s['rows']['total']
-per_row = lambda seconds: seconds / rows * 1e6
-print(f"{label}: {rows} rows, wall {wall:.1f}s, {rows/wall:,.0f} rows/s "
-      f"(summary: {s['rows_per_second']:,.0f} rows/s over {s['elapsed_seconds']}s), "
-      f"{s['calls']['sent']} calls, peak RSS {int(rss)/1024:.0f} MiB, "
-      f"CPU per row: riskbatch {per_row(float(user) + float(system)):.1f} us (kernel {per_row(float(system)):.1f}), "
-      f"simulator {per_row(float(sim1) - float(sim0)):.1f} us, "
-      f"sim: {stats['risk_requests']} requests, max sends per request {stats['max_sends_per_request']}, "
-      f"max in 1 s {stats['max_requests_in_1s']}")
-PY
+wrk_rps() { # seconds -> requests/s
+    wrk -t2 -c$conc -d"$1"s -s "$peers/wrk_post.lua" "$base/wxa/servicemarket?access_token=$token" 2>/dev/null \
+        | awk '/Requests\/sec/ {printf "%.0f", $2}'
 }
 
-echo "# riskbatch benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
+for scenario in "0 ms" "50 ms"; do
+    if [ "$scenario" = "0 ms" ]; then latency=0; rows=$rows_a; else latency=50; rows=$rows_b; fi
+    input=$(data "$rows")
+    start_mock "$latency"
+    log "scenario $scenario on $base, $rows rows"
+    if [ -n "$have_wrk" ]; then
+        results+=("$scenario|wrk -t2 -c$conc (ceiling)|–|$(wrk_rps 10)|–|–|–")
+    fi
+    measure "async_parallel.py c=$conc" "$rows" "$py" "$peers/async_parallel.py" --input "$input" \
+        --output "$work/ap.csv" --base-url "$base" --concurrency $conc --rate 0 --run-id "b$latency" --log-every 600
+    rm -f "$work/ap.csv.ckpt.jsonl"
+    if [ -n "$qsv" ]; then
+        measure "qsv fetchpost" "$rows" bash -c "$qsv enum --new-column url --constant '$base/wxa/servicemarket?access_token=$token' $input \
+            | $qsv fetchpost url --payload-tpl $peers/qsv/risk_payload.tpl --jaq '.data | fromjson | .data.risklevel' \
+            --new-column risk_level --rate-limit 0 --output $work/qsv.csv"
+    fi
+    measure "riskbatch c=$conc" "$rows" "$bin" run "$(riskbatch_job "$rows" "rb$latency" 1000000)" --fresh --progress never
+    stop_mock
+done
 
-sim_token() {
-  curl -s -X POST "$sim_url/cgi-bin/stable_token" \
-    -d '{"grant_type":"client_credential","appid":"wxbench","secret":"bench-secret"}' |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
-}
+scenario="memory"
+start_mock 0
+sizes=(10000 1000000)
+[ -n "$big" ] && sizes+=(10000000)
+for n in "${sizes[@]}"; do
+    job=$(riskbatch_job "$n" "mem$n" 1000000)
+    measure "run $n rows" "$n" "$bin" run "$job" --fresh --progress never
+    measure "check $n rows" "$n" "$bin" check "$job"
+    measure "report $n rows" "$n" "$bin" report "$job"
+done
+stop_mock
 
-reference() {
-  if command -v wrk >/dev/null; then
-    local token sim_cpu0 sim_cpu1 rate wrk_seconds=10
-    start_sim
-    token=$(sim_token)
-    sim_cpu0=$(sim_cpu)
-    rate=$(SIM_TOKEN=$token /usr/bin/time -f "%U %S" -o "$work/wrk-cpu" wrk -t1 -c64 -d"${wrk_seconds}s" -s bench/wrk-risk.lua "$sim_url" | awk '/Requests\/sec/ {print $2}')
-    sim_cpu1=$(sim_cpu)
-    # The bare exchange's CPU bounds any client that shares the machine's
-    # cores with the simulator: cores / (wrk + simulator CPU per request).
-    python3 - "$rate" "$wrk_seconds" "$sim_cpu0" "$sim_cpu1" "$(cat "$work/wrk-cpu")" "$(nproc)" <<'PY'
-import sys
-rate, seconds, sim0, sim1, wrk_cpu, cores = sys.argv[1:]
-requests = float(rate) * int(seconds)
-sim = (float(sim1) - float(sim0)) / requests * 1e6
-wrk = sum(map(float, wrk_cpu.split())) / requests * 1e6
-print(f"reference: wrk -t1 -c64 against the simulator: {float(rate):,.0f} requests/s; CPU per request: "
-      f"wrk {wrk:.1f} us, simulator {sim:.1f} us; with every core busy, a client that only "
-      f"exchanges HTTP could reach at most {int(cores) / (wrk + sim) * 1e6:,.0f} requests/s here")
-PY
-    stop_sim
-    # What any client can get at 50 ms: under load the simulator's replies take a little longer.
-    start_sim --latency 50ms
-    token=$(sim_token)
-    SIM_TOKEN=$token wrk -t1 -c64 -d"${wrk_seconds}s" --latency -s bench/wrk-risk.lua "$sim_url" |
-      awk -v ideal=1280 '/^ +Latency +[0-9]/ {mean=$2} /Requests\/sec/ {rate=$2}
-           END {printf "reference: wrk -t1 -c64 against the simulator with 50 ms latency: %.0f requests/s = %.1f %% of 64 / 0.05 s (mean latency %s)\n", rate, 100 * rate / ideal, mean}'
-    stop_sim
-  else
-    echo "reference: wrk not installed (apt-get install wrk); skipped"
-  fi
-  if python3 -c 'import aiohttp' 2>/dev/null; then
-    start_sim
-    echo "reference: asyncio+aiohttp script, 1M rows, concurrency 64: $(python3 bench/baseline_aiohttp.py "$sim_url" "$(input 1000000)" "$work/aiohttp.csv" 64)"
-    stop_sim
-  else
-    echo "reference: python3 aiohttp not installed (pip install aiohttp); skipped"
-  fi
-}
-
-if [ "$big" = "--reference-only" ]; then
-  reference
-  exit 0
-fi
-
-if [ "$big" != "--latency-only" ]; then
-start_sim
-measure "no latency, concurrency 64" "$(job fast "$(input 1000000)" 64)"
-started=$(date +%s.%N)
-/usr/bin/time -f "%M" -o "$work/rss" "$bin" run "$work/fast.toml" --progress never >/dev/null 2>&1
-ended=$(date +%s.%N)
-python3 -c "import sys; print(f'second run of the completed 1M-row run: {float(sys.argv[2])-float(sys.argv[1]):.2f}s, peak RSS {int(sys.argv[3])/1024:.0f} MiB')" "$started" "$ended" "$(cat "$work/rss")"
-stop_sim
-fi
-
-start_sim --latency 50ms
-measure "50 ms latency, concurrency 64 (ideal 1280 rows/s)" "$(job slow "$(input 50000)" 64)"
-stop_sim
-
-if [ "$big" = "--big" ]; then
-  start_sim
-  measure "memory, 10M rows, no latency, concurrency 64" "$(job big "$(input 10000000)" 64)"
-  stop_sim
-fi
-
-if [ "$big" = "--reference" ]; then
-  reference
-fi
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "–" }'; }
+echo
+echo "## riskbatch and its peers on mockfast ($(date -u +%Y-%m-%d), $(nproc) cores)"
+echo
+echo "| scenario | client | rows | rows/s | CPU µs/row | peak RSS MiB | mock CPU s | riskbatch rows/s ÷ this |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
+for line in "${results[@]}"; do
+    IFS='|' read -r scen name rows rps us rss mock <<<"$line"
+    ours=""
+    for other in "${results[@]}"; do
+        IFS='|' read -r s2 n2 _ r2 _ _ _ <<<"$other"
+        [[ $s2 == "$scen" && $n2 == riskbatch* ]] && ours=$r2
+    done
+    vs="–"
+    [[ -n $ours && $name != riskbatch* && $scen != memory ]] && vs=$(ratio "$ours" "$rps")
+    echo "| $scen | $name | $rows | $rps | $us | $rss | $mock | $vs |"
+done
+echo
+echo "At 50 ms with $conc in flight the ideal is $((conc * 1000 / 50)) rows/s."
+echo
+echo "## Pacing (bench/pacing.sh, counted per second at the simulator)"
+echo
+[ -n "$quick" ] && export SECONDS_PER_RATE=${SECONDS_PER_RATE:-10}
+bench/pacing.sh

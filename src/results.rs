@@ -27,6 +27,7 @@ pub fn write_results(
     run: &RunRecord,
     partial: bool,
 ) -> Result<(Vec<PathBuf>, Found)> {
+    store.shrink_cache()?;
     let masker = if job.output.mask.is_empty() {
         None
     } else {

@@ -244,7 +244,7 @@ impl<'a> ResultWriter<'a> {
             let target = AtomicFile::create(&plan.dir.join("results.parquet"))?;
             let mut props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-                .set_max_row_group_row_count(Some(128 * 1024))
+                .set_max_row_group_row_count(Some(32 * 1024))
                 // Statistics per row group, not per page: the page index is
                 // kept in memory until the file is closed, so the writer's
                 // memory grew with the input (writing 10,000,000 rows peaked

@@ -12,7 +12,7 @@ use std::hash::BuildHasher;
 
 use serde::{Deserialize, Serialize};
 
-const BUCKET: u64 = 50_000;
+const BUCKET: u64 = 25_000;
 /// Fewer rows than this sharing a value is not a cluster.
 const MIN_ROWS: u64 = 3;
 const MAX_CLUSTERS: usize = 50;

@@ -154,6 +154,8 @@ impl Drop for Syncer {
 /// SQLite's page cache, in KiB: what keeps the peak memory of a run flat
 /// (the rest of the store stays in the operating system's file cache).
 const CACHE_KIB: i64 = 16 * 1024;
+/// ... and for the passes that read the rows in order.
+const SEQUENTIAL_CACHE_KIB: i64 = 2 * 1024;
 
 /// Columns added to `runs` after its first release, for stores made before them.
 const LATER_RUN_COLUMNS: [(&str, &str); 5] = [
@@ -660,6 +662,21 @@ impl Store {
             })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(times)
+    }
+
+    /// Lowers SQLite's page cache for a sequential pass (the result files):
+    /// the pages the calls needed are not needed again.
+    pub fn shrink_cache(&self) -> Result<()> {
+        self.conn
+            .pragma_update(None, "cache_size", -SEQUENTIAL_CACHE_KIB)?;
+        // glibc keeps what SQLite just freed in its heap unless asked: the
+        // output pass would then peak that much higher.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free heap memory to the system.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        Ok(())
     }
 
     /// When a run of this job last completed, any input.
