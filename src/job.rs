@@ -16,7 +16,7 @@ use crate::sim::SimConfig;
 use crate::wechat::{ApiPath, Scene, Source};
 
 /// The API fields a column can be mapped to, in the order they are documented.
-pub const API_FIELDS: [&str; 8] = [
+pub const API_FIELDS: [&str; 9] = [
     "openid",
     "phonenum",
     "certid",
@@ -25,6 +25,7 @@ pub const API_FIELDS: [&str; 8] = [
     "wifibssid",
     "mchcode",
     "user_access_token",
+    "email",
 ];
 
 /// A validated job.
@@ -150,7 +151,7 @@ pub struct Lists {
 struct RawJob {
     name: String,
     #[serde(default = "default_scene")]
-    scene: Scene,
+    scene: SceneName,
     #[serde(default = "default_source")]
     source: Source,
     input: RawInput,
@@ -170,8 +171,17 @@ struct RawJob {
     sim: SimConfig,
 }
 
-fn default_scene() -> Scene {
-    Scene::Marketing
+/// `scene` as written; `rank_scene` completes "rank".
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum SceneName {
+    Marketing,
+    Account,
+    Rank,
+}
+
+fn default_scene() -> SceneName {
+    SceneName::Marketing
 }
 fn default_source() -> Source {
     Source::Miniprogram
@@ -215,6 +225,7 @@ struct RawApi {
     secret: Option<toml::Value>,
     appid: Option<toml::Value>,
     price_per_call: Option<f64>,
+    rank_scene: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -273,7 +284,11 @@ impl Job {
         at.name(&raw.name)?;
         let input = at.input(raw.input, raw.source)?;
         let output = at.output(raw.output, &raw.name)?;
-        let api = at.api(raw.api)?;
+        let scene = at.scene(raw.scene, raw.api.rank_scene.as_deref(), &input)?;
+        let mut api = at.api(raw.api)?;
+        if matches!(scene, Scene::Rank(_)) {
+            api.path = ApiPath::Rank;
+        }
         let throttle = at.throttle(raw.throttle)?;
         let lists = Lists {
             allow: raw.lists.allow.map(|p| resolve(&folder, &p)),
@@ -290,7 +305,7 @@ impl Job {
             shared_state_dir,
             name: raw.name,
             file: file.to_path_buf(),
-            scene: raw.scene,
+            scene,
             source: raw.source,
             input,
             output,
@@ -374,6 +389,33 @@ impl Section<'_> {
             encoding: raw.encoding,
             columns,
         })
+    }
+
+    fn scene(&self, name: SceneName, rank_scene: Option<&str>, input: &InputSpec) -> Result<Scene> {
+        if name != SceneName::Rank {
+            if rank_scene.is_some() {
+                return Err(self.bad("api.rank_scene", "applies to scene = \"rank\" only".into()));
+            }
+            return Ok(match name {
+                SceneName::Account => Scene::Account,
+                _ => Scene::Marketing,
+            });
+        }
+        if !input.columns.contains_key("clientip") {
+            return Err(self.bad(
+                "input.columns.clientip",
+                "missing: scene = \"rank\" sends every row's client_ip, which WeChat requires"
+                    .into(),
+            ));
+        }
+        match rank_scene {
+            None | Some("marketing") => Ok(Scene::Rank(1)),
+            Some("registration") => Ok(Scene::Rank(0)),
+            Some(other) => Err(self.bad(
+                "api.rank_scene",
+                format!("\"{other}\" is not a rank scene; use \"marketing\" or \"registration\""),
+            )),
+        }
     }
 
     fn output(&self, raw: RawOutput, name: &str) -> Result<OutputSpec> {

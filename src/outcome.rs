@@ -97,6 +97,8 @@ pub enum PauseReason {
     DailyQuota,
     InsufficientBalance,
     Interrupted,
+    /// The rank API's test quota is used up (9410009).
+    TestQuota,
     /// Every row was tried, but some ran out of retries; the next invocation tries them again.
     FailedRows,
 }
@@ -109,6 +111,7 @@ impl PauseReason {
             PauseReason::DailyQuota => "daily_quota",
             PauseReason::InsufficientBalance => "insufficient_balance",
             PauseReason::Interrupted => "interrupted",
+            PauseReason::TestQuota => "test_quota",
             PauseReason::FailedRows => "failed_rows",
         }
     }
@@ -120,7 +123,8 @@ pub fn label(level: u8) -> &'static str {
         0 => "none",
         1 => "low",
         2 => "medium",
-        _ => "high",
+        3 => "high",
+        _ => "very_high",
     }
 }
 

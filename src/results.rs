@@ -108,7 +108,7 @@ pub fn write_results(
                 let Some(value) = cell(values, i) else {
                     continue;
                 };
-                let high = outcome.answer.level == Some(3);
+                let high = outcome.answer.level >= Some(3);
                 match (&masker, mask.contains(&column)) {
                     (Some(masker), true) => clusters.add(field, &masker.mask(value), high),
                     _ => clusters.add(field, value, high),

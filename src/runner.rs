@@ -224,7 +224,7 @@ impl<'a> Runner<'a> {
         self.figures = Figures {
             done: counts.done,
             total: self.run.rows_total.unwrap_or(0),
-            high_risk: counts.levels[3],
+            high_risk: counts.levels[3] + counts.levels[4],
             calls: self.run.calls_sent,
             retries: self.run.retries,
             rate: self.job.throttle.rate,
@@ -611,7 +611,7 @@ impl<'a> Runner<'a> {
         attempts: u32,
     ) -> Result<()> {
         let is_final = answer.status.is_final();
-        let high = answer.level == Some(3) && is_final;
+        let high = answer.level >= Some(3) && is_final;
         let source = if is_final { source } else { None };
         self.store.put_row(
             self.run.id,

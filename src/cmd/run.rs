@@ -20,8 +20,8 @@ use crate::report::summary::RunState;
 use crate::report::{Ending, Invocation, write_reports};
 use crate::results::{stored_clusters, write_results};
 use crate::runner::{Bounds, CallSide, Lists, RunEnd, Runner};
-use crate::state::store::{RunRecord, Store};
 use crate::state::State;
+use crate::state::store::{RunRecord, Store};
 use crate::state::token_cache::TokenCache;
 use crate::wechat::client::{RiskClient, http_client};
 use crate::wechat::token::{Credentials, TokenProvider};
@@ -327,12 +327,13 @@ fn call_side(
         http_client(job.throttle.timeout, job.throttle.concurrency)?
     };
     let cache = token_cache(job, credentials.as_ref(), &base_url)?;
+    let credentials_appid = credentials.as_ref().map(|c| c.appid.clone());
     let mut tokens =
         TokenProvider::new(http.clone(), &base_url, job.api.token.clone(), credentials);
     if let Some(cache) = cache {
         tokens = tokens.with_cache(cache);
     }
-    let client = Arc::new(RiskClient::new(
+    let client = RiskClient::new(
         http,
         &base_url,
         job.api.path,
@@ -342,7 +343,11 @@ fn call_side(
         Arc::new(Pacer::new(job.throttle.rate)),
         job.throttle.max_retries,
         run.fingerprint.chars().take(8).collect(),
-    )?);
+    )?;
+    let client = Arc::new(match job.scene {
+        crate::wechat::Scene::Rank(_) => client.with_appid(rank_appid(job, credentials_appid)?),
+        _ => client,
+    });
     let calls = CallSide {
         runtime: runtime.handle().clone(),
         client,
@@ -359,6 +364,9 @@ fn pause_explanation(reason: PauseReason) -> &'static str {
             "the risk service balance is used up (code 13); resume after a top-up"
         }
         PauseReason::Interrupted => "interrupted by a signal",
+        PauseReason::TestQuota => {
+            "the rank API's test quota is used up (9410009); resume when it is renewed"
+        }
         PauseReason::FailedRows => "some rows ran out of retries; they are tried again next time",
     }
 }
@@ -413,6 +421,21 @@ fn token_cache(
         endpoint,
         base_url,
     )))
+}
+
+/// The appid the rank API's body names: the credentials', or with a token
+/// command the appid variable alone.
+fn rank_appid(job: &Job, credentials_appid: Option<String>) -> Result<String> {
+    credentials_appid
+        .or_else(|| std::env::var(&job.api.appid_env).ok())
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| {
+            usage(format!(
+                "scene = \"rank\" sends the appid in every request: set {} (named by [api] appid_env in {})",
+                job.api.appid_env,
+                job.file.display()
+            ))
+        })
 }
 
 /// The appid and secret from the environment; the simulator accepts stand-ins.

@@ -64,8 +64,16 @@ pub fn execute(args: JobArgs) -> Result<Exit> {
         store.chunks_done_count(run.id)?
     );
     println!(
-        "risk       none {} / low {} / medium {} / high {}",
-        counts.levels[0], counts.levels[1], counts.levels[2], counts.levels[3]
+        "risk       none {} / low {} / medium {} / high {}{}",
+        counts.levels[0],
+        counts.levels[1],
+        counts.levels[2],
+        counts.levels[3],
+        if counts.levels[4] > 0 {
+            format!(" / very high {}", counts.levels[4])
+        } else {
+            String::new()
+        }
     );
     let statuses: Vec<String> = counts
         .statuses

@@ -110,6 +110,9 @@ struct RequestColumns {
     openid: usize,
     fields: [Option<usize>; 6],
     user_access_token: Option<usize>,
+    email: Option<usize>,
+    /// Scene "rank": a row without a client_ip is invalid.
+    needs_client_ip: bool,
 }
 
 impl RequestColumns {
@@ -118,6 +121,7 @@ impl RequestColumns {
         std::iter::once(self.openid)
             .chain(self.fields.iter().flatten().copied())
             .chain(self.user_access_token)
+            .chain(self.email)
             .collect()
     }
 }
@@ -160,6 +164,10 @@ impl InputFile {
         if let Some(column) = job.column("user_access_token") {
             columns.user_access_token = Some(index_of("user_access_token", column)?);
         }
+        if let Some(column) = job.column("email") {
+            columns.email = Some(index_of("email", column)?);
+        }
+        columns.needs_client_ip = matches!(job.scene, crate::wechat::Scene::Rank(_));
         for column in &job.output.mask {
             index_of("output.mask", column)?;
         }
@@ -220,6 +228,11 @@ impl InputFile {
         let fields: Vec<Option<ArrayRef>> =
             self.columns.fields.iter().map(|c| c.map(text)).collect();
         let tokens = self.columns.user_access_token.map(text);
+        let emails = self.columns.email.map(text);
+        let client_ip = RISK_OBJECT_FIELDS
+            .iter()
+            .position(|f| *f == "clientip")
+            .unwrap_or_default();
         let value = |array: &ArrayRef, row: usize| -> Option<String> {
             let strings = array.as_string::<i32>();
             if strings.is_null(row) {
@@ -242,6 +255,10 @@ impl InputFile {
                 };
                 for (slot, array) in request.fields.iter_mut().zip(&fields) {
                     *slot = array.as_ref().and_then(|a| value(a, row));
+                }
+                request.email = emails.as_ref().and_then(|e| value(e, row));
+                if self.columns.needs_client_ip && request.fields[client_ip].is_none() {
+                    return Err("the client_ip is empty (scene \"rank\" needs one)".into());
                 }
                 if let Some(tokens) = &tokens {
                     request.user_access_token = value(tokens, row);

@@ -138,6 +138,11 @@ fn read_facts(
         rows_this_invocation: invocation.rows_decided,
         calls_this_invocation: invocation.calls_sent,
         timing: timing(job, store, &run)?,
+        levels: if matches!(job.scene, crate::wechat::Scene::Rank(_)) {
+            5
+        } else {
+            4
+        },
     });
     Ok(Facts {
         summary,

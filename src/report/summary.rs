@@ -131,6 +131,8 @@ pub struct SummaryInput<'a> {
     pub rows_this_invocation: u64,
     pub calls_this_invocation: u64,
     pub timing: Option<Timing>,
+    /// Risk levels the scene has: 4 (0–3), or 5 for the rank API.
+    pub levels: usize,
 }
 
 impl Summary {
@@ -166,7 +168,9 @@ impl Summary {
                 listed: source(RiskSource::Allowlist) + source(RiskSource::Denylist),
                 this_invocation: s.calls_this_invocation,
             },
-            risk_levels: (0..4).map(|l| (l.to_string(), c.levels[l])).collect(),
+            risk_levels: (0..s.levels)
+                .map(|l| (l.to_string(), c.levels[l]))
+                .collect(),
             statuses: c
                 .statuses
                 .iter()

@@ -59,6 +59,8 @@ enum Fault {
     Malformed,
 }
 
+mod rank;
+
 /// What the simulator does with one risk request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
@@ -214,6 +216,7 @@ pub async fn start(config: SimConfig, listen: &str) -> Result<SimHandle> {
         .route("/cgi-bin/stable_token", post(stable_token))
         .route("/wxa/servicemarket", post(servicemarket))
         .route("/tcb/servicemarket", post(servicemarket))
+        .route(rank::PATH, post(servicemarket))
         .route("/_sim/stats", get(stats))
         .route("/_sim/new_day", post(new_day))
         .route("/_sim/top_up", post(top_up))
@@ -406,6 +409,7 @@ async fn servicemarket(
         };
         answer(
             &sim,
+            uri.path(),
             q.access_token.as_deref(),
             &body,
             Instant::now(),
@@ -539,8 +543,10 @@ fn inner_reply(n: u64, code: i64, msg: &str, level: Option<u8>) -> Outcome {
 }
 
 /// The answer to one risk request that is within the rate limit.
+#[allow(clippy::too_many_arguments)]
 fn answer(
     sim: &Sim,
+    path: &str,
     access_token: Option<&str>,
     body: &[u8],
     now: Instant,
@@ -586,6 +592,9 @@ fn answer(
         }
         Ok(()) => {}
     }
+    if path == rank::PATH {
+        return rank::answer(sim, body, n, fault);
+    }
     let Ok(body) = serde_json::from_slice::<RiskBody<'_>>(body) else {
         return outcome_error(47001, "data format error");
     };
@@ -617,6 +626,7 @@ fn answer(
     let object = match scene {
         Scene::Marketing => data.sale_risk,
         Scene::Account => data.login_risk,
+        Scene::Rank(_) => None,
     };
     let Some(object) = object else {
         return inner_reply(
@@ -806,7 +816,7 @@ mod tests {
     }
 
     fn ask_raw(sim: &Sim, token: &str, body: &[u8], at: Instant) -> Outcome {
-        answer(sim, Some(token), body, at, 1, None)
+        answer(sim, "/wxa/servicemarket", Some(token), body, at, 1, None)
     }
 
     fn ask(sim: &Sim, token: &str, body: Value) -> (i64, Option<i64>, Value) {

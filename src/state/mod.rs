@@ -15,8 +15,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::exit::usage;
-pub use open::State;
 use crate::job::Job;
+pub use open::State;
 
 /// Bytes of a salt made by riskbatch; a shorter one is refused.
 const SALT_BYTES: usize = 32;

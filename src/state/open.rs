@@ -99,7 +99,6 @@ fn open_store(job: &Job, fresh: bool) -> Result<Store> {
     }
 }
 
-
 /// Finds the run of this input, or starts one; `fresh` discards it first.
 fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Result<RunRecord> {
     let fingerprint = input::fingerprint(&input.path)?;
@@ -163,7 +162,6 @@ fn open_run(job: &Job, input: &InputFile, store: &mut Store, fresh: bool) -> Res
     );
     Ok(run)
 }
-
 
 /// A run the checkpoint does not know, although the job's summary.json says
 /// it had begun: the checkpoint was deleted, moved or replaced. Starting

@@ -114,7 +114,8 @@ pub fn run_id(job: &str, fingerprint: &str) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RowCounts {
     pub statuses: BTreeMap<RowStatus, u64>,
-    pub levels: [u64; 4],
+    /// Rows by risk level, 0–4 (4: the rank API's very high).
+    pub levels: [u64; 5],
     pub sources: BTreeMap<RiskSource, u64>,
     pub errcodes: BTreeMap<i64, u64>,
     /// Rows with a final outcome.
@@ -712,7 +713,7 @@ impl Store {
             *counts.statuses.entry(status).or_default() += n;
             if status.is_final() {
                 counts.done += n;
-                if let Some(level @ 0..=3) = level {
+                if let Some(level @ 0..=4) = level {
                     counts.levels[level as usize] += n;
                 }
                 if let Some(source) = source.and_then(RiskSource::from_code) {
@@ -797,7 +798,7 @@ mod tests {
         assert!(store.answer(&[8; 16]).unwrap().is_none());
         let counts = store.counts(run.id).unwrap();
         assert_eq!(counts.done, 2);
-        assert_eq!(counts.levels, [0, 0, 0, 1]);
+        assert_eq!(counts.levels, [0, 0, 0, 1, 0]);
         assert_eq!(counts.statuses[&RowStatus::OpenidExpired], 1);
     }
 
@@ -826,7 +827,7 @@ mod tests {
 
         let counts = store.counts(run.id).unwrap();
         assert_eq!(counts.done, 6, "the failed row is not final");
-        assert_eq!(counts.levels, [1, 0, 0, 5]);
+        assert_eq!(counts.levels, [1, 0, 0, 5, 0]);
         assert_eq!(counts.statuses[&RowStatus::Ok], 6);
         assert_eq!(counts.statuses[&RowStatus::Failed], 1);
         assert_eq!(counts.sources[&RiskSource::Api], 5);

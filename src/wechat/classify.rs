@@ -36,6 +36,13 @@ pub fn classify(reply: &Reply) -> Verdict {
         61010 => Verdict::Row(RowStatus::OpenidExpired),
         40003 => Verdict::Row(RowStatus::InvalidOpenid),
         47001 | 44002 | 9301001 => Verdict::Row(RowStatus::ParamError),
+        43104 => Verdict::Row(RowStatus::InvalidOpenid),
+        9410009 => Verdict::Pause(PauseReason::TestQuota),
+        40129 => Verdict::Fatal(
+            "WeChat answered 40129 (invalid scene): set `rank_scene` in the job file to \
+             \"marketing\" or \"registration\", as the appid's rank service allows"
+                .into(),
+        ),
         48001 => Verdict::Fatal(
             "WeChat answered 48001: this appid is not authorised for the risk API; \
              apply for it (see wechat-api.md) or check appid_env"
@@ -49,6 +56,7 @@ fn classify_inner(reply: &Reply) -> Verdict {
     match reply.code {
         Some(0) => match reply.risklevel {
             Some(level @ 0..=3) => Verdict::Level(level as u8),
+            Some(4) if reply.rank => Verdict::Level(4),
             // A success without a usable level is not an answer we can record.
             _ => Verdict::Retry,
         },
@@ -107,12 +115,29 @@ mod tests {
             (9301001, Verdict::Row(ParamError)),
             (9301002, Verdict::Retry),
             (9301003, Verdict::Retry),
+            (43104, Verdict::Row(InvalidOpenid)),
+            (9410009, Verdict::Pause(PauseReason::TestQuota)),
             (12345, Verdict::Unknown),
         ];
         for (errcode, expected) in table {
             assert_eq!(classify(&outer(errcode)), expected, "errcode {errcode}");
         }
         assert!(matches!(classify(&outer(48001)), Verdict::Fatal(m) if m.contains("48001")));
+        assert!(matches!(classify(&outer(40129)), Verdict::Fatal(m) if m.contains("rank_scene")));
+        let rank = |level| Reply {
+            code: Some(0),
+            risklevel: Some(level),
+            rank: true,
+            ..Reply::default()
+        };
+        assert_eq!(classify(&rank(4)), Verdict::Level(4));
+        assert_eq!(
+            classify(&Reply {
+                rank: false,
+                ..rank(4)
+            }),
+            Verdict::Retry
+        );
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct RiskClient {
     pub stopping: Arc<AtomicBool>,
     /// The request target (path and query) with the current token, built once per token.
     endpoint: std::sync::Mutex<Option<(u64, Arc<str>)>>,
+    /// Named in the rank API's body.
+    appid: String,
 }
 
 /// How one row's call ended.
@@ -133,8 +135,15 @@ impl RiskClient {
             max_retries,
             run_tag,
             stopping: Arc::new(AtomicBool::new(false)),
+            appid: String::new(),
             endpoint: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The appid the rank API's body names (scene "rank" only).
+    pub fn with_appid(mut self, appid: String) -> RiskClient {
+        self.appid = appid;
+        self
     }
 
     /// Sends `request` for input row `row` until it has an answer, its retries
@@ -269,7 +278,10 @@ impl RiskClient {
         message_id: &str,
     ) -> Result<Reply, SendError> {
         let target = self.endpoint(token).map_err(SendError::Transient)?;
-        let body = request.body(self.scene, message_id);
+        let body = match self.scene {
+            Scene::Rank(scene) => request.rank_body(&self.appid, scene),
+            scene => request.body(scene, message_id),
+        };
         let (status, body) = match &self.backend {
             Backend::Direct(transport) => {
                 match tokio::time::timeout(self.timeout, transport.post_json(&target, body)).await {
@@ -449,6 +461,7 @@ mod tests {
             msg: Some("请求成功".into()),
             risklevel: Some(3),
             request_id: Some("r1".into()),
+            rank: false,
         };
         let answer = answer_of(&ok);
         assert_eq!(answer.status, RowStatus::Ok);

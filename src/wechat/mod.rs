@@ -6,7 +6,7 @@ pub mod client;
 pub mod token;
 pub mod transport;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 /// The servicemarket service id of WeChat's risk service.
@@ -22,14 +22,15 @@ pub const RISK_OBJECT_FIELDS: [&str; 6] = [
     "deviceid",
 ];
 
-/// Which risk product a job asks (wechat-api.md §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// Which risk product a job asks (wechat-api.md §2 and §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scene {
     /// Marketing anti-fraud: `weopensecriskservice`, serviceid 3, `sale_risk`.
     Marketing,
     /// Account risk: `weopensecuseracctrisklevel`, serviceid 2, `login_risk`.
     Account,
+    /// `POST /wxa/getuserriskrank` with its `scene` (0 registration, 1 marketing).
+    Rank(u8),
 }
 
 impl Scene {
@@ -37,13 +38,17 @@ impl Scene {
         match self {
             Scene::Marketing => "weopensecriskservice",
             Scene::Account => "weopensecuseracctrisklevel",
+            Scene::Rank(_) => "getuserriskrank",
         }
     }
 
+    /// The servicemarket serviceid; for the rank API a tag of its own, which
+    /// only keys the cache (a rank answer never answers a servicemarket request).
     pub fn serviceid(self) -> u8 {
         match self {
             Scene::Marketing => 3,
             Scene::Account => 2,
+            Scene::Rank(scene) => 100 + scene,
         }
     }
 
@@ -51,6 +56,7 @@ impl Scene {
         match self {
             Scene::Marketing => "sale_risk",
             Scene::Account => "login_risk",
+            Scene::Rank(_) => "",
         }
     }
 }
@@ -63,11 +69,12 @@ pub enum Source {
     App,
 }
 
-/// The two servicemarket paths the seed shows.
+/// The two servicemarket paths the seed shows, and the rank API's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiPath {
     Wxa,
     Tcb,
+    Rank,
 }
 
 impl ApiPath {
@@ -75,6 +82,7 @@ impl ApiPath {
         match self {
             ApiPath::Wxa => "/wxa/servicemarket",
             ApiPath::Tcb => "/tcb/servicemarket",
+            ApiPath::Rank => "/wxa/getuserriskrank",
         }
     }
 }
@@ -86,6 +94,8 @@ pub struct RiskRequest {
     /// Values for [`RISK_OBJECT_FIELDS`], by position; `None` is left out.
     pub fields: [Option<String>; 6],
     pub user_access_token: Option<String>,
+    /// `email_address` of the rank API.
+    pub email: Option<String>,
 }
 
 /// Identifies identical requests (same scene, same payload) for de-duplication and the cache.
@@ -108,6 +118,7 @@ impl RiskRequest {
             part(1 + i as u8, value.as_deref());
         }
         part(9, self.user_access_token.as_deref());
+        part(10, self.email.as_deref());
         let digest = hasher.finalize();
         let mut key = [0u8; 16];
         key.copy_from_slice(&digest[..16]);
@@ -154,6 +165,31 @@ impl RiskRequest {
     }
 }
 
+impl RiskRequest {
+    /// The body of `POST /wxa/getuserriskrank` (wechat-api.md §4).
+    pub fn rank_body(&self, appid: &str, scene: u8) -> Vec<u8> {
+        let field = |name: &str| {
+            RISK_OBJECT_FIELDS
+                .iter()
+                .position(|f| *f == name)
+                .and_then(|i| self.fields[i].as_deref())
+        };
+        let mut body = serde_json::json!({
+            "appid": appid,
+            "openid": self.openid,
+            "scene": scene,
+            "client_ip": field("clientip").unwrap_or_default(),
+        });
+        if let Some(mobile) = field("phonenum") {
+            body["mobile_no"] = mobile.into();
+        }
+        if let Some(email) = &self.email {
+            body["email_address"] = email.as_str().into();
+        }
+        body.to_string().into_bytes()
+    }
+}
+
 /// Appends `value` as a JSON string literal.
 fn push_json_string(out: &mut String, value: &str) {
     if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
@@ -175,6 +211,8 @@ pub struct Reply {
     pub msg: Option<String>,
     pub risklevel: Option<i64>,
     pub request_id: Option<String>,
+    /// An answer of the rank API: `risklevel` is its `risk_rank` (0–4).
+    pub rank: bool,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +225,12 @@ struct OuterReply {
     data: Option<String>,
     #[serde(default)]
     request_id: Option<String>,
+    /// The rank API's answer, at the top level.
+    #[serde(default)]
+    risk_rank: Option<i64>,
+    /// WeChat's own spelling.
+    #[serde(default)]
+    unoin_id: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -216,7 +260,16 @@ impl Reply {
             request_id: outer.request_id.filter(|id| !id.is_empty()),
             ..Reply::default()
         };
-        if reply.errcode == 0 {
+        if reply.errcode == 0 && outer.risk_rank.is_some() {
+            reply.rank = true;
+            reply.code = Some(0);
+            reply.msg = Some(reply.errmsg.clone());
+            reply.risklevel = outer.risk_rank;
+            reply.request_id = outer.unoin_id.map(|id| match id {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            });
+        } else if reply.errcode == 0 {
             let data = outer
                 .data
                 .ok_or_else(|| "reply has errcode 0 but no data".to_string())?;
@@ -246,7 +299,36 @@ mod tests {
                 None,
             ],
             user_access_token: None,
+            email: None,
         }
+    }
+
+    #[test]
+    fn the_rank_body_names_the_appid_scene_and_client_ip_and_the_reply_its_rank() {
+        let mut request = request();
+        request.email = Some("a@example.com".into());
+        let body: serde_json::Value =
+            serde_json::from_slice(&request.rank_body("wxapp", 1)).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"appid": "wxapp", "openid": "oPDER5U0VMARiyXxUruU4SYmyOiw",
+                "scene": 1, "client_ip": "1.2.3.4", "mobile_no": "13800000000",
+                "email_address": "a@example.com"})
+        );
+        let reply = Reply::parse(
+            br#"{"errcode":0,"errmsg":"getuserriskrank succ","risk_rank":4,"unoin_id":123456}"#,
+        )
+        .unwrap();
+        assert!(reply.rank);
+        assert_eq!((reply.code, reply.risklevel), (Some(0), Some(4)));
+        assert_eq!(reply.request_id.as_deref(), Some("123456"));
+        let other = RiskRequest {
+            email: None,
+            ..request.clone()
+        };
+        assert_ne!(request.key(Scene::Rank(1)), other.key(Scene::Rank(1)));
+        assert_ne!(request.key(Scene::Rank(1)), request.key(Scene::Rank(0)));
+        assert_ne!(request.key(Scene::Rank(1)), request.key(Scene::Marketing));
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod end_to_end;
 mod faults;
 mod harness;
 mod integrity;
+mod rank;
 mod reports;
 mod resume;
 mod soak;
