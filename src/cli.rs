@@ -43,6 +43,8 @@ pub enum Command {
     Report(JobArgs),
     /// Serve the WeChat simulator.
     Sim(SimArgs),
+    /// Receive WeChat's pushed verdicts (message push) into the job's state.
+    Receive(ReceiveArgs),
     /// Write synthetic participants with planted fraud rings.
     Gen(GenArgs),
 }
@@ -105,6 +107,16 @@ pub struct SimArgs {
 
     #[command(flatten)]
     pub config: SimConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// The job file (TOML) with a [push] section.
+    pub job: PathBuf,
+
+    /// Address to listen on (behind a TLS reverse proxy for WeChat).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
 }
 
 #[derive(Debug, Args)]

@@ -48,6 +48,8 @@ pub struct Job {
     /// The folder shared by the jobs beside each other (tokens per appid live here).
     pub shared_state_dir: PathBuf,
     pub sim: SimConfig,
+    /// `[push]`: what `riskbatch receive` reads its secrets from.
+    pub push: Option<PushSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +121,14 @@ pub enum TokenSource {
 }
 
 #[derive(Debug, Clone)]
+pub struct PushSpec {
+    /// The variable holding the Token of the message-push settings.
+    pub token_env: String,
+    /// The variable holding the EncodingAESKey (compatible and safe mode).
+    pub aes_key_env: String,
+}
+
+#[derive(Debug, Clone)]
 pub struct ApiSpec {
     pub base_url: BaseUrl,
     pub path: ApiPath,
@@ -169,6 +179,17 @@ struct RawJob {
     state: RawState,
     #[serde(default)]
     sim: SimConfig,
+    push: Option<RawPush>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPush {
+    token_env: Option<String>,
+    aes_key_env: Option<String>,
+    /// Present only so that a token written into the file gets its own error.
+    token: Option<toml::Value>,
+    aes_key: Option<toml::Value>,
 }
 
 /// `scene` as written; `rank_scene` completes "rank".
@@ -300,6 +321,7 @@ impl Job {
         };
         let shared_state_dir = at.state_dir(raw.state, state_override)?;
         raw.sim.validate().map_err(|e| at.bad("sim", e))?;
+        let push = raw.push.map(|p| at.push(p)).transpose()?;
         Ok(Job {
             state_dir: shared_state_dir.join(&raw.name),
             shared_state_dir,
@@ -314,6 +336,7 @@ impl Job {
             lists,
             cache_ttl,
             sim: raw.sim,
+            push,
         })
     }
 
@@ -416,6 +439,25 @@ impl Section<'_> {
                 format!("\"{other}\" is not a rank scene; use \"marketing\" or \"registration\""),
             )),
         }
+    }
+
+    fn push(&self, raw: RawPush) -> Result<PushSpec> {
+        if raw.token.is_some() || raw.aes_key.is_some() {
+            return Err(self.bad(
+                "push",
+                "the push Token and EncodingAESKey must not be written into a job file; put them \
+                 in environment variables named by token_env and aes_key_env"
+                    .into(),
+            ));
+        }
+        Ok(PushSpec {
+            token_env: self.env_name("push.token_env", raw.token_env, "WECHAT_PUSH_TOKEN")?,
+            aes_key_env: self.env_name(
+                "push.aes_key_env",
+                raw.aes_key_env,
+                "WECHAT_PUSH_AES_KEY",
+            )?,
+        })
     }
 
     fn output(&self, raw: RawOutput, name: &str) -> Result<OutputSpec> {

@@ -22,6 +22,7 @@ pub mod outcome;
 pub mod output;
 pub mod pacer;
 pub mod progress;
+pub mod receive;
 pub mod redact;
 pub mod report;
 pub mod results;
@@ -59,6 +60,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Report(args) => cmd::report::execute(args, cli.log_format),
         Command::Sim(args) => cmd::sim::execute(args),
         Command::Gen(args) => cmd::generate::execute(args),
+        Command::Receive(args) => receive::execute(args),
     };
     match result {
         Ok(exit) => exit.into(),

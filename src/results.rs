@@ -12,7 +12,7 @@ use arrow_schema::DataType;
 use crate::input::InputFile;
 use crate::job::{API_FIELDS, Job};
 use crate::outcome::{Answer, RowOutcome, RowStatus};
-use crate::output::{Masker, OutputOwner, OutputPlan, ResultWriter};
+use crate::output::{Feedback, Masker, OutputOwner, OutputPlan, ResultWriter};
 use crate::report::clusters::{
     CLUSTER_FIELDS, Cluster, ClusterCounter, Found, Member, MemberCollector,
 };
@@ -69,6 +69,11 @@ pub fn write_results(
         })
         .collect();
     let mut clusters = ClusterCounter::default();
+    let verdicts = store.latest_verdicts()?;
+    let openid_column = job
+        .column("openid")
+        .and_then(|c| input.schema.index_of(c).ok());
+    let mut feedback_rows = 0u64;
     for chunk in input.chunks(run.chunk_size as usize)? {
         let chunk = chunk?;
         let last = chunk.first_row + chunk.len() as u64 - 1;
@@ -100,7 +105,18 @@ pub fn write_results(
                 }
             }
         }
-        writer.write(&chunk.batch, &outcomes)?;
+        let feedback: Vec<Option<&Feedback>> = match openid_column {
+            Some(column) if !verdicts.is_empty() => {
+                let openids = text_column(&chunk.batch, column)?;
+                let openids = openids.as_string::<i32>();
+                (0..chunk.len())
+                    .map(|i| cell(openids, i).and_then(|o| verdicts.get(o)))
+                    .collect()
+            }
+            _ => vec![None; chunk.len()],
+        };
+        feedback_rows += feedback.iter().filter(|f| f.is_some()).count() as u64;
+        writer.write(&chunk.batch, &outcomes, &feedback)?;
         for &(field, column) in &cluster_columns {
             let values = text_column(&chunk.batch, column)?;
             let values = values.as_string::<i32>();
@@ -131,6 +147,7 @@ pub fn write_results(
     let found = Found {
         clusters: top,
         members,
+        feedback_rows: Some(feedback_rows),
     };
     store.set_clusters(run.id, &serde_json::to_string(&found)?)?;
     store.commit()?;
@@ -248,7 +265,7 @@ pub fn stored_clusters(store: &Store, run: i64) -> Result<Found> {
                 // Stores written before the rows were kept hold the clusters alone.
                 serde_json::from_str(&json).map(|clusters| Found {
                     clusters,
-                    members: Vec::new(),
+                    ..Found::default()
                 })
             })
             .unwrap_or_default(),

@@ -32,7 +32,7 @@ pub use atomic::{AtomicFile, sync_folder, write_atomically};
 use crate::outcome::{RowOutcome, label};
 
 /// The columns riskbatch appends, in order.
-pub const RESULT_COLUMNS: [&str; 11] = [
+pub const RESULT_COLUMNS: [&str; 15] = [
     "risk_level",
     "risk_label",
     "risk_status",
@@ -44,7 +44,21 @@ pub const RESULT_COLUMNS: [&str; 11] = [
     "risk_checked_at",
     "risk_attempts",
     "risk_source_row",
+    "feedback_risklevel",
+    "feedback_message",
+    "feedback_tags",
+    "feedback_at",
 ];
+
+/// The latest verdict pushed for a row's openid (`riskbatch receive`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    pub risklevel: i64,
+    pub message: Option<String>,
+    pub tags: Option<String>,
+    /// When it was received, Unix milliseconds.
+    pub at: i64,
+}
 
 fn result_fields() -> Vec<Field> {
     vec![
@@ -64,6 +78,35 @@ fn result_fields() -> Vec<Field> {
         ),
         Field::new("risk_attempts", DataType::Int32, false),
         Field::new("risk_source_row", DataType::Int64, false),
+        Field::new("feedback_risklevel", DataType::Int8, true),
+        Field::new("feedback_message", DataType::Utf8, true),
+        Field::new("feedback_tags", DataType::Utf8, true),
+        Field::new(
+            "feedback_at",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
+    ]
+}
+
+/// The `feedback_*` columns: null where no verdict came.
+fn feedback_columns(feedback: &[Option<&Feedback>]) -> Vec<ArrayRef> {
+    let n = feedback.len();
+    let mut level = Int8Builder::with_capacity(n);
+    let mut message = StringBuilder::with_capacity(n, 0);
+    let mut tags = StringBuilder::with_capacity(n, 0);
+    let mut at = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    for f in feedback {
+        level.append_option(f.map(|f| i8::try_from(f.risklevel).unwrap_or(i8::MAX)));
+        message.append_option(f.and_then(|f| f.message.as_deref()));
+        tags.append_option(f.and_then(|f| f.tags.as_deref()));
+        at.append_option(f.map(|f| f.at));
+    }
+    vec![
+        Arc::new(level.finish()),
+        Arc::new(message.finish()),
+        Arc::new(tags.finish()),
+        Arc::new(at.finish()),
     ]
 }
 
@@ -289,7 +332,12 @@ impl<'a> ResultWriter<'a> {
     }
 
     /// Appends a chunk: its input batch and one outcome per row, in order.
-    pub fn write(&mut self, input: &RecordBatch, outcomes: &[RowOutcome]) -> Result<()> {
+    pub fn write(
+        &mut self,
+        input: &RecordBatch,
+        outcomes: &[RowOutcome],
+        feedback: &[Option<&Feedback>],
+    ) -> Result<()> {
         debug_assert_eq!(input.num_rows(), outcomes.len());
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for (i, column) in input.columns().iter().enumerate() {
@@ -299,6 +347,7 @@ impl<'a> ResultWriter<'a> {
             }
         }
         columns.extend(result_columns(outcomes));
+        columns.extend(feedback_columns(feedback));
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         if let Some((writer, _)) = &mut self.parquet {
             writer.write(batch.clone());
@@ -417,7 +466,9 @@ mod tests {
             &schema,
         )
         .unwrap();
-        writer.write(&batch, &outcomes).unwrap();
+        writer
+            .write(&batch, &outcomes, &vec![None; outcomes.len()])
+            .unwrap();
         writer.finish().unwrap();
 
         let file = File::open(dir.path().join("results.parquet")).unwrap();

@@ -45,6 +45,9 @@ pub struct Found {
     pub clusters: Vec<Cluster>,
     /// `members[i]`: the first `MEMBERS_SHOWN` rows of `clusters[i]`.
     pub members: Vec<Vec<Member>>,
+    /// Input rows with a pushed verdict, counted when the results were written.
+    #[serde(default)]
+    pub feedback_rows: Option<u64>,
 }
 
 /// Collects the first rows of known clusters, in a pass after the counting

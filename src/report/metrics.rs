@@ -110,6 +110,11 @@ pub fn render(facts: &Facts) -> String {
             calls.cache_hits,
         ),
         (
+            "riskbatch_feedback_verdicts",
+            "Distinct verdicts WeChat pushed for the job (riskbatch receive).",
+            s.feedback.verdicts,
+        ),
+        (
             "riskbatch_duplicates",
             "Rows answered by an identical request of the same run.",
             calls.duplicates,

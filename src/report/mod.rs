@@ -138,6 +138,10 @@ fn read_facts(
         rows_this_invocation: invocation.rows_decided,
         calls_this_invocation: invocation.calls_sent,
         timing: timing(job, store, &run)?,
+        feedback: summary::FeedbackSummary {
+            verdicts: store.verdict_count()?,
+            matched_rows: ending.clusters.feedback_rows,
+        },
         levels: if matches!(job.scene, crate::wechat::Scene::Rank(_)) {
             5
         } else {

@@ -62,6 +62,16 @@ pub struct Summary {
     pub rows_per_second: f64,
     /// The time the run's calls were estimated to take against what they took.
     pub timing: Option<Timing>,
+    /// Verdicts pushed by WeChat (`riskbatch receive`).
+    pub feedback: FeedbackSummary,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FeedbackSummary {
+    /// Distinct verdicts stored for the job.
+    pub verdicts: u64,
+    /// Input rows that have one, when the result files were last written.
+    pub matched_rows: Option<u64>,
 }
 
 /// The estimate of the run's first invocation, applied to the requests the
@@ -133,6 +143,7 @@ pub struct SummaryInput<'a> {
     pub timing: Option<Timing>,
     /// Risk levels the scene has: 4 (0–3), or 5 for the rank API.
     pub levels: usize,
+    pub feedback: FeedbackSummary,
 }
 
 impl Summary {
@@ -205,6 +216,7 @@ impl Summary {
                 0.0
             },
             timing: s.timing,
+            feedback: s.feedback,
         }
     }
 

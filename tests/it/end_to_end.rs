@@ -130,6 +130,13 @@ fn run_case(case: Case) {
         ),
         ("risk_attempts", DataType::Int32),
         ("risk_source_row", DataType::Int64),
+        ("feedback_risklevel", DataType::Int8),
+        ("feedback_message", DataType::Utf8),
+        ("feedback_tags", DataType::Utf8),
+        (
+            "feedback_at",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        ),
     ];
     assert_eq!(schema.fields().len(), n_in + expected_types.len());
     for (i, (name, data_type)) in expected_types.iter().enumerate() {

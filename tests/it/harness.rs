@@ -60,6 +60,11 @@ impl Drop for Sim {
 
 /// A minimal HTTP/1.1 request to a loopback URL; returns the body.
 pub fn http(method: &str, url: &str, body: Option<&str>) -> String {
+    http_exchange(method, url, body).1
+}
+
+/// A minimal HTTP/1.1 request to a loopback URL; returns the status and the body.
+pub fn http_exchange(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest
         .split_once('/')
@@ -78,8 +83,13 @@ pub fn http(method: &str, url: &str, body: Option<&str>) -> String {
     .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    let (_, body) = response.split_once("\r\n\r\n").unwrap_or(("", ""));
-    body.to_string()
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or(("", ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
 }
 
 /// A temporary folder holding jobs, inputs, state and outputs.

@@ -6,6 +6,7 @@ mod faults;
 mod harness;
 mod integrity;
 mod rank;
+mod receive;
 mod reports;
 mod resume;
 mod soak;
