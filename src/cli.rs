@@ -107,6 +107,51 @@ pub struct SimArgs {
 
     #[command(flatten)]
     pub config: SimConfig,
+
+    #[command(flatten)]
+    pub push: PushArgs,
+}
+
+/// Pushing verdicts to a `riskbatch receive` URL instead of serving.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Push feedback verdicts to this URL (a `riskbatch receive`), print a JSON report, exit.
+    #[arg(long)]
+    pub push_to: Option<String>,
+
+    /// Verdicts to push.
+    #[arg(long, default_value_t = 100)]
+    pub push_count: u64,
+
+    /// Pushes per second.
+    #[arg(long, default_value_t = 100)]
+    pub push_rate: u32,
+
+    /// Pushes in flight at most.
+    #[arg(long, default_value_t = 16)]
+    pub push_concurrency: usize,
+
+    #[arg(long, value_enum, default_value = "safe")]
+    pub push_mode: crate::sim::push::PushMode,
+
+    #[arg(long, value_enum, default_value = "xml")]
+    pub push_format: crate::sim::push::PushFormat,
+
+    /// The variable holding the push Token.
+    #[arg(long, default_value = "WECHAT_PUSH_TOKEN")]
+    pub push_token_env: String,
+
+    /// The variable holding the EncodingAESKey (compatible and safe mode).
+    #[arg(long, default_value = "WECHAT_PUSH_AES_KEY")]
+    pub push_aes_key_env: String,
+
+    /// The appid sealed into safe-mode messages.
+    #[arg(long, default_value = "wxsim000000000000")]
+    pub push_appid: String,
+
+    /// Verdicts are about openids PREFIX000000, PREFIX000001, …
+    #[arg(long, default_value = "oPush")]
+    pub push_openid_prefix: String,
 }
 
 #[derive(Debug, Args)]

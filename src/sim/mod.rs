@@ -3,6 +3,7 @@
 //! random loopback port). Reply shapes and request validation follow
 //! wechat-api.md; the risk level is a deterministic function of the request.
 
+pub mod push;
 pub mod risk;
 mod server;
 mod tokens;

@@ -338,3 +338,59 @@ fn pushed_verdicts_are_merged_into_the_outputs_by_openid_and_counted() {
     assert!(batches[0].schema().field_with_name("feedback_at").is_ok());
     assert!(rx.stop().success());
 }
+
+#[test]
+fn the_simulator_pushes_in_every_mode_and_format_and_each_verdict_is_stored_once() {
+    let ws = Workspace::new();
+    let rx = Receiver::start(&ws);
+    let mut expected = 0;
+    for mode in ["plain", "compatible", "safe"] {
+        for format in ["json", "xml"] {
+            let output = ws
+                .command(&[
+                    "sim",
+                    "--push-to",
+                    &format!("{}/wechat/push", rx.url),
+                    "--push-count",
+                    "20",
+                    "--push-rate",
+                    "500",
+                    "--push-mode",
+                    mode,
+                    "--push-format",
+                    format,
+                    "--push-appid",
+                    APPID,
+                    "--push-openid-prefix",
+                    &format!("o{mode}{format}"),
+                ])
+                .env("WECHAT_PUSH_TOKEN", TOKEN)
+                .env("WECHAT_PUSH_AES_KEY", AES_KEY)
+                .output()
+                .unwrap();
+            assert_exit(&output, 0);
+            let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            assert_eq!(report["success"], 20, "{mode} {format}: {report}");
+            expected += 20;
+        }
+    }
+    assert_eq!(stored(&ws).len(), expected);
+    // Safe mode sealed for another appid: every push refused, nothing stored.
+    let output = ws
+        .command(&[
+            "sim",
+            "--push-to",
+            &rx.url,
+            "--push-count",
+            "5",
+            "--push-appid",
+            "wxother",
+        ])
+        .env("WECHAT_PUSH_TOKEN", TOKEN)
+        .env("WECHAT_PUSH_AES_KEY", AES_KEY)
+        .output()
+        .unwrap();
+    assert_exit(&output, 1);
+    assert_eq!(stored(&ws).len(), expected);
+    assert!(rx.stop().success());
+}
