@@ -220,6 +220,13 @@ pub fn render(facts: &Facts) -> String {
             "rows per second (this invocation)",
         );
     }
+    if s.feedback.verdicts > 0 {
+        kpi(
+            &mut page,
+            &thousands(s.feedback.verdicts),
+            "verdicts pushed by WeChat",
+        );
+    }
     if let Some(price) = facts.price_per_call {
         kpi(
             &mut page,

@@ -329,6 +329,11 @@ fn pushed_verdicts_are_merged_into_the_outputs_by_openid_and_counted() {
     let summary = summary(&ws.path("jobs/out/r/summary.json"));
     assert_eq!(summary["feedback"]["verdicts"], 3);
     assert_eq!(summary["feedback"]["matched_rows"], 2);
+    let page = std::fs::read_to_string(ws.path("jobs/out/r/report.html")).unwrap();
+    assert!(
+        page.contains("<b>3</b><span>verdicts pushed by WeChat"),
+        "report.html counts them"
+    );
     let metrics = std::fs::read_to_string(ws.path("jobs/out/r/metrics.prom")).unwrap();
     assert!(
         metrics.contains("riskbatch_feedback_verdicts{job=\"r\"} 3"),
