@@ -42,7 +42,7 @@ pub enum Command {
     /// Write the outputs and summary from the checkpoint store (partial if unfinished).
     Report(JobArgs),
     /// Serve the WeChat simulator.
-    Sim(SimArgs),
+    Sim(Box<SimArgs>),
     /// Receive WeChat's pushed verdicts (message push) into the job's state.
     Receive(ReceiveArgs),
     /// Write synthetic participants with planted fraud rings.

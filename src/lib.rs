@@ -58,7 +58,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Check(args) => cmd::check::execute(args),
         Command::Status(args) => cmd::status::execute(args),
         Command::Report(args) => cmd::report::execute(args, cli.log_format),
-        Command::Sim(args) => cmd::sim::execute(args),
+        Command::Sim(args) => cmd::sim::execute(*args),
         Command::Gen(args) => cmd::generate::execute(args),
         Command::Receive(args) => receive::execute(args),
     };
