@@ -556,20 +556,12 @@ impl<'a> Runner<'a> {
             // Queued when the run stopped: the row stays pending, and so do its duplicates.
             return Ok(());
         };
-        let CallRecord { outcome, key, .. } = record;
-        let answer = outcome.answer.clone();
-        self.record(
-            outcome.row,
-            order.chunk,
-            outcome.answer,
-            outcome.source,
-            outcome.attempts,
-        )?;
+        crate::state::journal::store_call(self.store, self.run.id, &record)?;
+        self.writes += 1;
+        let answer = record.outcome.answer;
+        self.account(order.chunk, &answer)?;
         match result.end {
             CallEnd::Answered(_) => {
-                if let Some(key) = &key {
-                    self.store.put_answer(key, self.run.id, order.row)?;
-                }
                 for w in waiters {
                     self.record(
                         w.row,
@@ -610,19 +602,26 @@ impl<'a> Runner<'a> {
         source: Option<RiskSource>,
         attempts: u32,
     ) -> Result<()> {
+        let source = if answer.status.is_final() {
+            source
+        } else {
+            None
+        };
+        let outcome = RowOutcome {
+            row,
+            answer,
+            source,
+            attempts,
+        };
+        self.store.put_row(self.run.id, &outcome)?;
+        self.writes += 1;
+        self.account(chunk, &outcome.answer)
+    }
+
+    /// Counts a row just written: its chunk may be complete now.
+    fn account(&mut self, chunk: u64, answer: &Answer) -> Result<()> {
         let is_final = answer.status.is_final();
         let high = answer.level >= Some(3) && is_final;
-        let source = if is_final { source } else { None };
-        self.store.put_row(
-            self.run.id,
-            &RowOutcome {
-                row,
-                answer,
-                source,
-                attempts,
-            },
-        )?;
-        self.writes += 1;
         if is_final {
             self.rows_decided += 1;
             self.figures.done += 1;

@@ -239,12 +239,20 @@ pub fn replay(store: &mut Store, dir: &Path, run: i64) -> Result<u64> {
     Ok(recovered)
 }
 
-/// Writes a finished call into the store's open batch.
-pub fn apply(store: &mut Store, run: i64, record: &CallRecord, now: i64) -> Result<()> {
+/// Writes a finished call's row, and its answer for identical requests, into
+/// the store's open batch: the one write path of a call, whether the runner
+/// records it as it finishes or a replay of the journal after a crash.
+pub fn store_call(store: &mut Store, run: i64, record: &CallRecord) -> Result<()> {
     store.put_row(run, &record.outcome)?;
     if let Some(key) = &record.key {
         store.put_answer(key, run, record.outcome.row)?;
     }
+    Ok(())
+}
+
+/// Replays a finished call: its row and answer, and the requests it sent.
+pub fn apply(store: &mut Store, run: i64, record: &CallRecord, now: i64) -> Result<()> {
+    store_call(store, run, record)?;
     let tally = crate::state::store::CallTally {
         sent: u64::from(record.requests),
         retries: u64::from(record.requests.saturating_sub(1)),
