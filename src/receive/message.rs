@@ -155,6 +155,30 @@ mod tests {
         assert_eq!(a.riskmsg.as_deref(), Some("punished"));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever arrives, reading it never panics: a body is fields or an error.
+        #[test]
+        fn any_body_is_read_or_refused_without_a_panic(body in ".{0,200}") {
+            if let Ok(fields) = Fields::parse(&body) {
+                let _ = Verdict::of(&fields);
+            }
+            let xml = format!("<xml><querykey>{body}</querykey><risklevel>1</risklevel><global_no>{body}</global_no></xml>");
+            if let Ok(fields) = Fields::parse(&xml) {
+                let _ = Verdict::of(&fields);
+            }
+        }
+
+        #[test]
+        fn any_envelope_is_decrypted_or_refused_without_a_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            use base64::Engine;
+            let key = super::super::crypto::AesKey::parse("kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR").unwrap();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            let _ = key.decrypt(&encoded, "wxapp");
+        }
+    }
+
     #[test]
     fn other_messages_are_not_verdicts_and_bad_bodies_are_errors() {
         let text =

@@ -15,7 +15,6 @@ pub mod message;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -50,7 +49,7 @@ type Pending = (Verdict, tokio::sync::oneshot::Sender<Result<bool, String>>);
 
 struct App {
     secrets: Secrets,
-    writer: mpsc::SyncSender<Pending>,
+    writer: tokio::sync::mpsc::Sender<Pending>,
 }
 
 pub fn execute(args: ReceiveArgs) -> Result<Exit> {
@@ -58,7 +57,7 @@ pub fn execute(args: ReceiveArgs) -> Result<Exit> {
     let secrets = secrets(&job)?;
     crate::state::check_folder(&job, true)?;
     let store = Store::open(&job.state_dir)?;
-    let (writer, verdicts) = mpsc::sync_channel::<Pending>(4 * BATCH);
+    let (writer, verdicts) = tokio::sync::mpsc::channel::<Pending>(4 * BATCH);
     let writing = std::thread::Builder::new()
         .name("riskbatch-verdicts".into())
         .spawn(move || write_verdicts(store, verdicts))
@@ -146,8 +145,8 @@ fn secrets(job: &Job) -> Result<Secrets> {
 
 /// One thread owns the store: it takes what has queued up, writes it in one
 /// transaction and answers each request.
-fn write_verdicts(mut store: Store, queue: mpsc::Receiver<Pending>) {
-    while let Ok(first) = queue.recv() {
+fn write_verdicts(mut store: Store, mut queue: tokio::sync::mpsc::Receiver<Pending>) {
+    while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match queue.try_recv() {
@@ -246,9 +245,7 @@ async fn handle(
         return Ok("success".into_response());
     };
     let (answer, answered) = tokio::sync::oneshot::channel();
-    let writer = app.writer.clone();
-    let queued = tokio::task::spawn_blocking(move || writer.send((verdict, answer))).await;
-    if !matches!(queued, Ok(Ok(()))) {
+    if app.writer.send((verdict, answer)).await.is_err() {
         return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "stopping".into()));
     }
     match tokio::time::timeout(Duration::from_secs(4), answered).await {

@@ -4,7 +4,10 @@
 
 use serde::Deserialize;
 
-use super::{Fault, Outcome, Sim, fnv1a, outcome_error, requested_answer, requested_http_status};
+use super::{
+    Fault, Outcome, Sim, fault_outcome, fnv1a, outcome_error, requested_answer,
+    requested_http_status,
+};
 
 pub const PATH: &str = "/wxa/getuserriskrank";
 
@@ -43,24 +46,13 @@ pub(super) fn answer(sim: &Sim, body: &[u8], n: u64, fault: Option<Fault>) -> Ou
         &body.email_address,
         body.scene,
     );
-    match fault {
-        None => {}
-        Some(Fault::Busy | Fault::InnerError(_)) => {
-            sim.count_fault("busy");
-            return outcome_error(-1, "system error");
-        }
-        Some(Fault::HttpError(status)) => {
-            sim.count_fault("http_error");
-            return Outcome::HttpError(status);
-        }
-        Some(Fault::Drop) => {
-            sim.count_fault("drop");
-            return Outcome::Drop;
-        }
-        Some(Fault::Malformed) => {
-            sim.count_fault("malformed");
-            return Outcome::Malformed(n);
-        }
+    if let Some(fault) = fault {
+        // The rank API has no inner codes: its internal errors are -1.
+        let fault = match fault {
+            Fault::InnerError(_) => Fault::Busy,
+            other => other,
+        };
+        return fault_outcome(sim, fault, n);
     }
     if let Some(status) = requested_http_status(&openid) {
         return Outcome::HttpError(status);

@@ -59,7 +59,10 @@ enum Fault {
     Malformed,
 }
 
+mod answer;
 mod rank;
+
+use answer::answer;
 
 /// What the simulator does with one risk request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,31 +350,6 @@ struct RiskQuery {
     access_token: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct RiskBody<'a> {
-    #[serde(borrow)]
-    service: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    api: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
-}
-
-/// `data` as the risk service reads it; a value of the wrong type anywhere
-/// inside is the service's parameter error (inner code 1).
-#[derive(Deserialize)]
-struct RiskData<'a> {
-    #[serde(borrow)]
-    openid: Option<Cow<'a, str>>,
-    serviceid: Option<i64>,
-    #[serde(borrow)]
-    sale_risk: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
-    #[serde(borrow)]
-    login_risk: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
-    #[serde(borrow)]
-    user_access_token: Option<Cow<'a, str>>,
-}
-
 async fn servicemarket(
     State(sim): State<Arc<Sim>>,
     uri: axum::http::Uri,
@@ -519,6 +497,32 @@ fn outcome_error(errcode: i64, errmsg: &str) -> Outcome {
 }
 
 /// A delivered reply: outer errcode 0 and the service's answer as a JSON string.
+/// The answer a transient fault gives, counted by kind.
+fn fault_outcome(sim: &Sim, fault: Fault, n: u64) -> Outcome {
+    match fault {
+        Fault::Busy => {
+            sim.count_fault("busy");
+            outcome_error(-1, "system error")
+        }
+        Fault::InnerError(code) => {
+            sim.count_fault("inner_error");
+            inner_reply(n, code, "内部服务错误", None)
+        }
+        Fault::HttpError(status) => {
+            sim.count_fault("http_error");
+            Outcome::HttpError(status)
+        }
+        Fault::Drop => {
+            sim.count_fault("drop");
+            Outcome::Drop
+        }
+        Fault::Malformed => {
+            sim.count_fault("malformed");
+            Outcome::Malformed(n)
+        }
+    }
+}
+
 fn inner_reply(n: u64, code: i64, msg: &str, level: Option<u8>) -> Outcome {
     // Written out rather than built as a `json!` tree: this runs for every
     // request, and the tree's maps and strings were a tenth of the handler.
@@ -543,185 +547,6 @@ fn inner_reply(n: u64, code: i64, msg: &str, level: Option<u8>) -> Outcome {
 }
 
 /// The answer to one risk request that is within the rate limit.
-#[allow(clippy::too_many_arguments)]
-fn answer(
-    sim: &Sim,
-    path: &str,
-    access_token: Option<&str>,
-    body: &[u8],
-    now: Instant,
-    n: u64,
-    fault: Option<Fault>,
-) -> Outcome {
-    if let Some(after) = sim.config.expire_tokens_after {
-        let mut stats = sim.lock_stats();
-        if !stats.tokens_revoked && stats.risk_requests >= after {
-            stats.tokens_revoked = true;
-            *stats.faults.entry("tokens_expired").or_default() += 1;
-            drop(stats);
-            sim.tokens
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .revoke_all();
-        }
-    }
-    let Some(access_token) = access_token.filter(|t| !t.is_empty()) else {
-        return outcome_error(41001, "access_token missing");
-    };
-    let checked = sim
-        .tokens
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .check(access_token, now);
-    match checked {
-        Err(Rejection::Invalid) => {
-            return outcome_error(
-                40001,
-                "invalid credential, access_token is invalid or not latest",
-            );
-        }
-        Err(Rejection::Expired) => return outcome_error(42001, "access_token expired"),
-        Err(Rejection::Revoked) => {
-            let errcode = sim.config.expired_token_errcode;
-            let errmsg = match errcode {
-                42001 => "access_token expired",
-                40014 => "invalid access_token",
-                _ => "invalid credential, access_token is invalid or not latest",
-            };
-            return outcome_error(errcode, errmsg);
-        }
-        Ok(()) => {}
-    }
-    if path == rank::PATH {
-        return rank::answer(sim, body, n, fault);
-    }
-    let Ok(body) = serde_json::from_slice::<RiskBody<'_>>(body) else {
-        return outcome_error(47001, "data format error");
-    };
-    if body.service.as_deref() != Some(SERVICE) {
-        return outcome_error(9301001, "invalid service");
-    }
-    let scene = match body.api.as_deref() {
-        Some(api) if api == Scene::Marketing.api() => Scene::Marketing,
-        Some(api) if api == Scene::Account.api() => Scene::Account,
-        _ => return outcome_error(9301001, "invalid api"),
-    };
-    let raw = body.data.map(|d| d.get().trim_start()).unwrap_or("");
-    if raw.starts_with('"') {
-        // The seed's table calls data a string; sent as one it fails like this.
-        return outcome_error(9301003, "service internal error");
-    }
-    if !raw.starts_with('{') {
-        return outcome_error(47001, "data format error");
-    }
-    let Ok(data) = serde_json::from_str::<RiskData>(raw) else {
-        return inner_reply(n, 1, "data 内参数错误", None);
-    };
-    let Some(openid) = data.openid.filter(|o| !o.is_empty()) else {
-        return inner_reply(n, 1, "data 内参数错误: openid", None);
-    };
-    if data.serviceid != Some(i64::from(scene.serviceid())) {
-        return inner_reply(n, 9, "serviceid 参数错误", None);
-    }
-    let object = match scene {
-        Scene::Marketing => data.sale_risk,
-        Scene::Account => data.login_risk,
-        Scene::Rank(_) => None,
-    };
-    let Some(object) = object else {
-        return inner_reply(
-            n,
-            1,
-            &format!("data 内参数错误: {} 不可省略", scene.object()),
-            None,
-        );
-    };
-    if let Some(name) = object
-        .keys()
-        .find(|k| !RISK_OBJECT_FIELDS.contains(&k.as_ref()))
-    {
-        return inner_reply(n, 1, &format!("data 内参数错误: {name}"), None);
-    }
-    let fields: Vec<(&str, &str)> = object
-        .iter()
-        .map(|(k, v)| (k.as_ref(), v.as_ref()))
-        .collect();
-    {
-        let mut parts: Vec<&[u8]> = vec![scene.api().as_bytes(), openid.as_bytes()];
-        for (name, value) in &fields {
-            parts.push(name.as_bytes());
-            parts.push(value.as_bytes());
-        }
-        parts.push(data.user_access_token.as_deref().unwrap_or("").as_bytes());
-        let key = fnv1a(&parts);
-        let mut stats = sim.lock_stats();
-        match stats.by_api.get_mut(scene.api()) {
-            Some(count) => *count += 1,
-            None => {
-                stats.by_api.insert(scene.api().to_string(), 1);
-            }
-        }
-        *stats.per_request.entry(key).or_default() += 1;
-        match stats.per_openid.get_mut(openid.as_ref()) {
-            Some(count) => *count += 1,
-            None => {
-                stats.per_openid.insert(openid.to_string(), 1);
-            }
-        }
-    }
-    match fault {
-        None => {}
-        Some(Fault::Busy) => {
-            sim.count_fault("busy");
-            return outcome_error(-1, "system error");
-        }
-        Some(Fault::InnerError(code)) => {
-            sim.count_fault("inner_error");
-            return inner_reply(n, code, "内部服务错误", None);
-        }
-        Some(Fault::HttpError(status)) => {
-            sim.count_fault("http_error");
-            return Outcome::HttpError(status);
-        }
-        Some(Fault::Drop) => {
-            sim.count_fault("drop");
-            return Outcome::Drop;
-        }
-        Some(Fault::Malformed) => {
-            sim.count_fault("malformed");
-            return Outcome::Malformed(n);
-        }
-    }
-    if let Some(quota) = sim.config.daily_quota {
-        let mut stats = sim.lock_stats();
-        if stats.quota_used >= quota {
-            return outcome_error(45009, "reach max api daily quota limit");
-        }
-        stats.quota_used += 1;
-    }
-    if let Some(status) = requested_http_status(&openid) {
-        return Outcome::HttpError(status);
-    }
-    match requested_answer(&openid) {
-        Some((true, errcode)) if errcode != 0 => {
-            return outcome_error(errcode, &format!("sim: errcode {errcode} for this openid"));
-        }
-        Some((false, code)) if code != 0 => {
-            return inner_reply(n, code, &format!("sim: code {code} for this openid"), None);
-        }
-        _ => {}
-    }
-    {
-        let mut stats = sim.lock_stats();
-        match &mut stats.balance_left {
-            Some(0) => return inner_reply(n, 13, "余额不足", None),
-            Some(left) => *left -= 1,
-            None => {}
-        }
-    }
-    inner_reply(n, 0, "请求成功", Some(level(scene.api(), &openid, &fields)))
-}
-
 async fn new_day(State(sim): State<Arc<Sim>>) -> Response {
     sim.lock_stats().quota_used = 0;
     json_reply(json!({"errcode": 0, "errmsg": "ok"}))
@@ -795,206 +620,4 @@ async fn stats(State(sim): State<Arc<Sim>>, Query(q): Query<StatsQuery>) -> Resp
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sim_with(config: SimConfig) -> (Sim, String) {
-        let sim = Sim::new(config);
-        let token = sim.tokens.lock().unwrap().stable(Instant::now(), false).0;
-        (sim, token)
-    }
-
-    fn sim() -> (Sim, String) {
-        sim_with(SimConfig::default())
-    }
-
-    fn codes(outcome: &Outcome) -> (i64, Option<i64>) {
-        match outcome {
-            Outcome::Reply { errcode, inner, .. } => (*errcode, *inner),
-            other => panic!("not a reply: {other:?}"),
-        }
-    }
-
-    fn ask_raw(sim: &Sim, token: &str, body: &[u8], at: Instant) -> Outcome {
-        answer(sim, "/wxa/servicemarket", Some(token), body, at, 1, None)
-    }
-
-    fn ask(sim: &Sim, token: &str, body: Value) -> (i64, Option<i64>, Value) {
-        let outcome = ask_raw(sim, token, body.to_string().as_bytes(), Instant::now());
-        let (errcode, code) = codes(&outcome);
-        let Outcome::Reply { body, .. } = outcome else {
-            unreachable!()
-        };
-        (errcode, code, serde_json::from_str(&body).unwrap())
-    }
-
-    fn body(api: &str, data: Value) -> Value {
-        json!({"service": SERVICE, "api": api, "data": data, "client_msg_id": "m"})
-    }
-
-    fn marketing(openid: &str) -> Value {
-        body(
-            "weopensecriskservice",
-            json!({"openid": openid, "serviceid": 3, "sale_risk": {}}),
-        )
-    }
-
-    #[test]
-    fn validates_requests_like_wechat() {
-        let (sim, token) = sim();
-        let good = json!({"openid": "o1", "serviceid": 3, "sale_risk": {"deviceid": "d"}});
-        let (errcode, code, reply) = ask(&sim, &token, body("weopensecriskservice", good.clone()));
-        assert_eq!((errcode, code), (0, Some(0)));
-        let inner: Value = serde_json::from_str(reply["data"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            inner["data"]["risklevel"],
-            level("weopensecriskservice", "o1", &[("deviceid", "d")])
-        );
-        assert!(reply["request_id"].as_str().unwrap().starts_with("sim-"));
-
-        let cases = [
-            (
-                json!({"service": "wx000", "api": "weopensecriskservice", "data": good}),
-                9301001,
-                None,
-            ),
-            (body("nosuchapi", good.clone()), 9301001, None),
-            (
-                body("weopensecriskservice", Value::String(good.to_string())),
-                9301003,
-                None,
-            ),
-            (body("weopensecuseracctrisklevel", good.clone()), 0, Some(9)),
-            (
-                body(
-                    "weopensecriskservice",
-                    json!({"openid": "o1", "serviceid": 3}),
-                ),
-                0,
-                Some(1),
-            ),
-            (
-                body(
-                    "weopensecriskservice",
-                    json!({"serviceid": 3, "sale_risk": {}}),
-                ),
-                0,
-                Some(1),
-            ),
-            (
-                body(
-                    "weopensecriskservice",
-                    json!({"openid": "o1", "serviceid": 3, "sale_risk": {"phonenum": null}}),
-                ),
-                0,
-                Some(1),
-            ),
-        ];
-        for (request, errcode, code) in cases {
-            let (got_errcode, got_code, _) = ask(&sim, &token, request.clone());
-            assert_eq!((got_errcode, got_code), (errcode, code), "{request}");
-        }
-        let (errcode, _, _) = ask(&sim, "not-a-token", body("weopensecriskservice", good));
-        assert_eq!(errcode, 40001);
-        let outcome = ask_raw(&sim, &token, b"{not json", Instant::now());
-        assert_eq!(codes(&outcome).0, 47001);
-        let later = Instant::now() + Duration::from_secs(8000);
-        assert_eq!(codes(&ask_raw(&sim, &token, b"{}", later)).0, 42001);
-    }
-
-    #[test]
-    fn rate_limit_counts_arrivals_in_a_sliding_second() {
-        let (mut sim, _) = sim();
-        sim.config.rate_limit = Some(3);
-        let now = Instant::now();
-        let limited: Vec<bool> = (0..5)
-            .map(|_| sim.arrive("/wxa/servicemarket", now))
-            .collect();
-        assert_eq!(limited, [false, false, false, true, true]);
-        assert!(!sim.arrive("/wxa/servicemarket", now + Duration::from_millis(1001)));
-        assert_eq!(sim.stats.lock().unwrap().max_in_1s, 5);
-    }
-
-    #[test]
-    fn openid_prefixes_choose_the_answer() {
-        let (sim, token) = sim();
-        let cases = [
-            ("errcode61010_a", (61010, None)),
-            ("errcode-1_a", (-1, None)),
-            ("errcode48001_a", (48001, None)),
-            ("code2_a", (0, Some(2))),
-            ("code12_a", (0, Some(12))),
-            ("errcode_nonumber", (0, Some(0))),
-            ("ocode2_a", (0, Some(0))),
-        ];
-        for (openid, expected) in cases {
-            let (errcode, code, _) = ask(&sim, &token, marketing(openid));
-            assert_eq!((errcode, code), expected, "{openid}");
-        }
-    }
-
-    #[test]
-    fn quota_and_balance_run_out() {
-        let (sim, token) = sim_with(SimConfig {
-            daily_quota: Some(3),
-            balance: Some(2),
-            ..SimConfig::default()
-        });
-        let answers: Vec<_> = (0..4)
-            .map(|i| {
-                let (errcode, code, _) = ask(&sim, &token, marketing(&format!("o{i}")));
-                (errcode, code)
-            })
-            .collect();
-        assert_eq!(
-            answers,
-            [(0, Some(0)), (0, Some(0)), (0, Some(13)), (45009, None)]
-        );
-    }
-
-    #[test]
-    fn faults_come_at_their_rates() {
-        let config = SimConfig {
-            faults: 0.1,
-            seed: 7,
-            ..SimConfig::default()
-        };
-        let rates = config.fault_rates();
-        let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
-        let mut slow = 0;
-        for n in 0..100_000 {
-            let kind = match choose_fault(&rates, config.seed, n) {
-                None => "none",
-                Some(Fault::Busy) => "busy",
-                Some(Fault::InnerError(_)) => "inner",
-                Some(Fault::HttpError(_)) => "http",
-                Some(Fault::Drop) => "drop",
-                Some(Fault::Malformed) => "malformed",
-            };
-            *seen.entry(kind).or_default() += 1;
-            if draw(config.seed, n, "slow") < rates.slow {
-                slow += 1;
-            }
-        }
-        for kind in ["busy", "inner", "http", "drop", "malformed"] {
-            let count = seen[kind];
-            assert!((9_000..11_000).contains(&count), "{kind}: {count}");
-        }
-        assert!((9_000..11_000).contains(&slow), "slow: {slow}");
-    }
-
-    #[test]
-    fn expired_tokens_fail_requests_in_flight() {
-        let (sim, token) = sim_with(SimConfig {
-            expire_tokens_after: Some(1),
-            expired_token_errcode: 40014,
-            ..SimConfig::default()
-        });
-        sim.arrive("/wxa/servicemarket", Instant::now());
-        let (errcode, _, _) = ask(&sim, &token, marketing("o1"));
-        assert_eq!(errcode, 40014);
-        let fresh = sim.tokens.lock().unwrap().stable(Instant::now(), false).0;
-        assert_ne!(fresh, token);
-        assert_eq!(ask(&sim, &fresh, marketing("o1")).0, 0);
-    }
-}
+mod tests;

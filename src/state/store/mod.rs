@@ -190,26 +190,6 @@ fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Requests a run sent, as the runner adds them up between commits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CallTally {
-    pub sent: u64,
-    pub retries: u64,
-    /// Time the requests held a concurrency slot (retry waits included, the
-    /// pacer's waits not), and how many requests that covers.
-    pub busy_us: u64,
-    pub timed: u64,
-}
-
-/// What this job's earlier invocations measured: the pace a new estimate uses.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct MeasuredPace {
-    pub sent: u64,
-    pub retries: u64,
-    pub busy_us: u64,
-    pub timed: u64,
-}
-
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -566,51 +546,6 @@ impl Store {
         )?;
         Ok(())
     }
-
-    /// Adds an invocation's time spent calling, for the report's actual time.
-    pub fn add_calling_time(&mut self, run: i64, ms: u64) -> Result<()> {
-        self.conn.execute(
-            "UPDATE runs SET calling_ms = calling_ms + ?2 WHERE id = ?1",
-            params![run, to_i64(ms)],
-        )?;
-        Ok(())
-    }
-
-    /// Calls, retries and slot time of every run of the job so far.
-    pub fn measured_pace(&self) -> Result<MeasuredPace> {
-        Ok(self.conn.query_row(
-            "SELECT coalesce(sum(calls_sent), 0), coalesce(sum(retries), 0), \
-             coalesce(sum(busy_us), 0), coalesce(sum(timed_calls), 0) FROM runs",
-            [],
-            |r| {
-                Ok(MeasuredPace {
-                    sent: r.get::<_, i64>(0)? as u64,
-                    retries: r.get::<_, i64>(1)? as u64,
-                    busy_us: r.get::<_, i64>(2)? as u64,
-                    timed: r.get::<_, i64>(3)? as u64,
-                })
-            },
-        )?)
-    }
-
-    /// The pace (JSON) the run's first invocation estimated with, and the
-    /// time it has spent calling so far.
-    pub fn pace_and_calling_ms(&self, run: i64) -> Result<(Option<String>, u64)> {
-        Ok(self.conn.query_row(
-            "SELECT pace, calling_ms FROM runs WHERE id = ?1",
-            [run],
-            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
-        )?)
-    }
-
-    pub fn set_pace(&mut self, run: i64, pace: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE runs SET pace = ?2 WHERE id = ?1 AND pace IS NULL",
-            params![run, pace],
-        )?;
-        Ok(())
-    }
-
     pub fn set_input_count(&mut self, run: i64, rows: u64, lines: Option<u64>) -> Result<()> {
         self.begin()?;
         self.conn.execute(
@@ -688,70 +623,6 @@ impl Store {
         }
         Ok(())
     }
-
-    /// Stores pushed verdicts in one durable transaction (synchronous FULL:
-    /// they are answered `success` only once on disk); for each, whether it
-    /// was new (false: the same `global_no` came before).
-    pub fn put_verdicts(
-        &mut self,
-        verdicts: &[crate::receive::message::Verdict],
-        now: i64,
-    ) -> Result<Vec<bool>> {
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        let tx = self.conn.transaction()?;
-        let mut new = Vec::with_capacity(verdicts.len());
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO verdicts (global_no, querykey, risklevel, riskmsg, risktags, received_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for v in verdicts {
-                new.push(
-                    insert.execute(params![
-                        v.global_no,
-                        v.querykey,
-                        v.risklevel,
-                        v.riskmsg,
-                        v.risktags,
-                        now
-                    ])? == 1,
-                );
-            }
-        }
-        tx.commit()?;
-        Ok(new)
-    }
-
-    /// The latest verdict for each openid (`querykey`). Verdicts come for the
-    /// accounts a campaign asked about, so this map is held in memory.
-    pub fn latest_verdicts(&self) -> Result<HashMap<String, crate::output::Feedback>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT querykey, risklevel, riskmsg, risktags, received_at FROM verdicts ORDER BY received_at, global_no",
-        )?;
-        let mut latest = HashMap::new();
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            latest.insert(
-                r.get::<_, String>(0)?,
-                crate::output::Feedback {
-                    risklevel: r.get(1)?,
-                    message: r.get(2)?,
-                    tags: r.get(3)?,
-                    at: r.get(4)?,
-                },
-            );
-        }
-        Ok(latest)
-    }
-
-    /// Distinct verdicts stored for the job.
-    pub fn verdict_count(&self) -> Result<u64> {
-        Ok(self
-            .conn
-            .query_row("SELECT count(*) FROM verdicts", [], |r| r.get::<_, i64>(0))?
-            as u64)
-    }
-
     /// When a run of this job last completed, any input.
     pub fn last_completed_at(&self) -> Result<Option<i64>> {
         Ok(self
@@ -800,155 +671,10 @@ impl Store {
     }
 }
 
+mod pace;
+mod verdicts;
+
+pub use pace::{CallTally, MeasuredPace};
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn outcome(row: u64, status: RowStatus, level: Option<u8>) -> RowOutcome {
-        RowOutcome {
-            row,
-            answer: Answer {
-                status,
-                level,
-                errcode: Some(0),
-                code: Some(0),
-                message: Some("ok".into()),
-                request_id: Some(format!("r{row}")),
-                checked_at: 1000 + row as i64,
-            },
-            source: Some(RiskSource::Api),
-            attempts: 1,
-        }
-    }
-
-    #[test]
-    fn rows_answers_and_chunks_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let run = {
-            let mut store = Store::open(dir.path()).unwrap();
-            let run = store.create_run("job-abc", "abc", "/in.csv", 2, 1).unwrap();
-            store
-                .put_row(run.id, &outcome(1, RowStatus::Ok, Some(3)))
-                .unwrap();
-            store
-                .put_row(run.id, &outcome(2, RowStatus::OpenidExpired, None))
-                .unwrap();
-            store.put_answer(&[7; 16], run.id, 1).unwrap();
-            store.mark_chunk_done(run.id, 0, 5).unwrap();
-            store
-                .add_calls(
-                    run.id,
-                    CallTally {
-                        sent: 3,
-                        retries: 1,
-                        ..CallTally::default()
-                    },
-                    5,
-                )
-                .unwrap();
-            store.commit().unwrap();
-            // Written but never committed: must not be there after a crash.
-            store
-                .put_row(run.id, &outcome(3, RowStatus::Ok, Some(0)))
-                .unwrap();
-            run
-        };
-        let store = Store::open(dir.path()).unwrap();
-        let found = store.find_run("job-abc").unwrap().unwrap();
-        assert_eq!((found.calls_sent, found.retries), (3, 1));
-        let rows = store.rows_between(run.id, 1, 10).unwrap();
-        assert_eq!(
-            rows,
-            vec![
-                outcome(1, RowStatus::Ok, Some(3)),
-                outcome(2, RowStatus::OpenidExpired, None)
-            ]
-        );
-        assert_eq!(store.done_chunks(run.id).unwrap(), HashSet::from([0]));
-        let answer = store.answer(&[7; 16]).unwrap().unwrap();
-        assert_eq!((answer.run, answer.answer.level), (run.id, Some(3)));
-        assert!(store.answer(&[8; 16]).unwrap().is_none());
-        let counts = store.counts(run.id).unwrap();
-        assert_eq!(counts.done, 2);
-        assert_eq!(counts.levels, [0, 0, 0, 1, 0]);
-        assert_eq!(counts.statuses[&RowStatus::OpenidExpired], 1);
-    }
-
-    #[test]
-    fn counts_group_every_row_of_the_run_and_only_of_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let run = store.create_run("job-a", "a", "/in.csv", 2, 1).unwrap();
-        let other = store.create_run("job-b", "b", "/in.csv", 2, 1).unwrap();
-        for row in 1..=5 {
-            store
-                .put_row(run.id, &outcome(row, RowStatus::Ok, Some(3)))
-                .unwrap();
-        }
-        let mut duplicate = outcome(6, RowStatus::Ok, Some(0));
-        duplicate.source = Some(RiskSource::Duplicate);
-        store.put_row(run.id, &duplicate).unwrap();
-        let mut failed = outcome(7, RowStatus::Failed, None);
-        failed.answer.errcode = Some(-1);
-        failed.source = None;
-        store.put_row(run.id, &failed).unwrap();
-        store
-            .put_row(other.id, &outcome(1, RowStatus::Ok, Some(1)))
-            .unwrap();
-        store.commit().unwrap();
-
-        let counts = store.counts(run.id).unwrap();
-        assert_eq!(counts.done, 6, "the failed row is not final");
-        assert_eq!(counts.levels, [1, 0, 0, 5, 0]);
-        assert_eq!(counts.statuses[&RowStatus::Ok], 6);
-        assert_eq!(counts.statuses[&RowStatus::Failed], 1);
-        assert_eq!(counts.sources[&RiskSource::Api], 5);
-        assert_eq!(counts.sources[&RiskSource::Duplicate], 1);
-        assert_eq!(counts.errcodes, BTreeMap::from([(-1, 1)]));
-        assert_eq!(counts.last_checked_at, Some(1007));
-    }
-
-    #[test]
-    fn reuse_is_duplicate_in_the_run_and_cache_only_for_fresh_ok_answers() {
-        let day = Duration::from_secs(86400);
-        let stored = |run, status| StoredAnswer {
-            run,
-            answer: Answer::local(status, Some(1), None, 1_000),
-        };
-        let ok = stored(1, RowStatus::Ok);
-        assert_eq!(ok.reuse(Some(1), 5_000, day), Some(RiskSource::Duplicate));
-        assert_eq!(ok.reuse(Some(2), 5_000, day), Some(RiskSource::Cache));
-        assert_eq!(ok.reuse(None, 5_000, day), Some(RiskSource::Cache));
-        assert_eq!(ok.reuse(Some(2), 1_000 + 86_400_001, day), None, "too old");
-        assert_eq!(
-            ok.reuse(Some(2), 1_000, Duration::ZERO),
-            None,
-            "cache disabled"
-        );
-        let expired = stored(1, RowStatus::OpenidExpired);
-        assert_eq!(
-            expired.reuse(Some(1), 5_000, day),
-            Some(RiskSource::Duplicate)
-        );
-        assert_eq!(
-            expired.reuse(Some(2), 5_000, day),
-            None,
-            "verdicts are not cached"
-        );
-    }
-
-    #[test]
-    fn delete_run_forgets_everything_of_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let run = store.create_run("job-abc", "abc", "/in.csv", 2, 1).unwrap();
-        store
-            .put_row(run.id, &outcome(1, RowStatus::Ok, Some(1)))
-            .unwrap();
-        store.put_answer(&[1; 16], run.id, 1).unwrap();
-        store.commit().unwrap();
-        store.delete_run(run.id).unwrap();
-        assert!(store.find_run("job-abc").unwrap().is_none());
-        assert!(store.answer(&[1; 16]).unwrap().is_none());
-    }
-}
+mod tests;
