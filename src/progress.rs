@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 const LOG_EVERY: Duration = Duration::from_secs(5);
+/// How often the bar's text is rebuilt.
+const DRAW_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProgressMode {
@@ -33,6 +35,7 @@ pub struct Progress {
     started: Instant,
     done_at_start: u64,
     last_log: Instant,
+    last_draw: Option<Instant>,
 }
 
 impl Progress {
@@ -61,12 +64,18 @@ impl Progress {
             started: Instant::now(),
             done_at_start: done,
             last_log: Instant::now(),
+            last_draw: None,
         }
     }
 
     pub fn update(&mut self, f: Figures) {
         let speed = self.speed(f.done);
         if let Some(bar) = &self.bar {
+            // The runner calls this every loop turn; the bar redraws 4 times a second.
+            if self.last_draw.is_some_and(|at| at.elapsed() < DRAW_EVERY) {
+                return;
+            }
+            self.last_draw = Some(Instant::now());
             let width = console::Term::stderr().size().1 as usize;
             bar.set_position(f.done);
             // The spinner and the bar take 26 cells, and the last one stays free.
