@@ -17,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::outcome::{Answer, RiskSource, RowOutcome, RowStatus};
 use crate::wechat::RequestKey;
+use seen::KeyFilter;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -140,6 +141,8 @@ pub struct Store {
     /// committed by this process — what it held is in the outcome journal,
     /// replayed once by the next invocation, so nothing is counted twice.
     failed_commit: Option<String>,
+    /// The keys of the answers index, built at the first lookup.
+    seen: std::cell::RefCell<Option<KeyFilter>>,
 }
 
 /// How often a [`Syncer`] fsyncs the committed writes.
@@ -218,6 +221,7 @@ impl Store {
             path,
             in_transaction: false,
             failed_commit: None,
+            seen: std::cell::RefCell::new(None),
         })
     }
 
@@ -381,6 +385,14 @@ impl Store {
 
     /// The answer to an identical request, if one was recorded.
     pub fn answer(&self, key: &RequestKey) -> Result<Option<StoredAnswer>> {
+        let mut seen = self.seen.borrow_mut();
+        if seen.is_none() {
+            *seen = Some(KeyFilter::of(self)?);
+        }
+        if !seen.as_ref().is_some_and(|filter| filter.may_contain(key)) {
+            return Ok(None);
+        }
+        drop(seen);
         let mut stmt = self.conn.prepare_cached(
             "SELECT a.run, r.status, r.level, r.errcode, r.code, r.message, r.request_id, r.checked_at \
              FROM answers a JOIN rows r ON r.run = a.run AND r.row = a.row WHERE a.key = ?1",
@@ -518,6 +530,9 @@ impl Store {
             .conn
             .prepare_cached("INSERT OR REPLACE INTO answers (key, run, row) VALUES (?1, ?2, ?3)")?;
         stmt.execute(params![&key[..], run, to_i64(row)])?;
+        if let Some(filter) = self.seen.get_mut() {
+            filter.insert(key);
+        }
         Ok(())
     }
 
@@ -672,6 +687,7 @@ impl Store {
 }
 
 mod pace;
+mod seen;
 mod verdicts;
 
 pub use pace::{CallTally, MeasuredPace};
