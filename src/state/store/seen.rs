@@ -56,6 +56,9 @@ impl KeyFilter {
                 filter.insert(&key);
             }
         }
+        for key in store.pending_answers.keys() {
+            filter.insert(key);
+        }
         Ok(filter)
     }
 }
