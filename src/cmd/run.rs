@@ -23,8 +23,9 @@ use crate::runner::{Bounds, CallSide, Lists, RunEnd, Runner};
 use crate::state::State;
 use crate::state::store::{RunRecord, Store};
 use crate::state::token_cache::TokenCache;
-use crate::wechat::client::{RiskClient, http_client};
+use crate::wechat::client::RiskClient;
 use crate::wechat::token::{Credentials, TokenProvider};
+use crate::wechat::transport::Transport;
 
 /// Credentials the embedded simulator accepts when none are set.
 const SIM_APPID: &str = "wxsim000000000000";
@@ -322,10 +323,7 @@ fn call_side(
             (sim.base_url(), Some(sim))
         }
     };
-    let http = {
-        let _guard = runtime.enter();
-        http_client(job.throttle.timeout, job.throttle.concurrency)?
-    };
+    let http = Arc::new(Transport::new(&base_url, job.throttle.timeout)?);
     let cache = token_cache(job, credentials.as_ref(), &base_url)?;
     let credentials_appid = credentials.as_ref().map(|c| c.appid.clone());
     let mut tokens =
@@ -337,7 +335,6 @@ fn call_side(
         http,
         &base_url,
         job.api.path,
-        job.throttle.timeout,
         job.scene,
         Arc::new(tokens),
         Arc::new(Pacer::new(job.throttle.rate)),

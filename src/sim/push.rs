@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::pacer::Pacer;
 use crate::receive::crypto::{AesKey, signature};
+use crate::wechat::transport::{Transport, split_url};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PushMode {
@@ -114,9 +115,7 @@ fn request(plan: &PushPlan, i: u64, run: u64) -> Result<(String, String), String
 
 /// Pushes `plan.count` verdicts and reports how they were answered.
 pub async fn push(plan: PushPlan) -> anyhow::Result<PushReport> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
+    let client = Arc::new(Transport::new(&plan.url, Duration::from_secs(5))?);
     let run = crate::clock::now_ms() as u64 % 1_000_000;
     let plan = Arc::new(plan);
     let pacer = Arc::new(Pacer::new(plan.rate));
@@ -144,14 +143,17 @@ pub async fn push(plan: PushPlan) -> anyhow::Result<PushReport> {
                     return times;
                 };
                 let sent = Instant::now();
-                let answer = client.post(&url).body(body).send().await;
-                let ok = match answer {
-                    Ok(response) if response.status().is_success() => response
-                        .text()
-                        .await
-                        .is_ok_and(|t| t == "success" || t.is_empty()),
-                    _ => false,
+                let content_type = match plan.format {
+                    PushFormat::Json => "application/json",
+                    PushFormat::Xml => "text/xml",
                 };
+                let answer = client
+                    .post(split_url(&url).1, content_type, body.into_bytes())
+                    .await;
+                let ok = answer.is_ok_and(|exchange| {
+                    exchange.status.is_success()
+                        && (exchange.body.is_empty() || &exchange.body[..] == b"success")
+                });
                 times.push(sent.elapsed());
                 if ok {
                     success.fetch_add(1, Ordering::Relaxed);

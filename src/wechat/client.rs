@@ -11,7 +11,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::classify::{Verdict, classify};
 use super::token::{Token, TokenError, TokenProvider};
-use super::transport::Transport;
+use super::transport::{Transport, encode_query_value, split_url};
 use super::{ApiPath, Reply, RiskRequest, Scene};
 use crate::clock::now_ms;
 use crate::outcome::{Answer, PauseReason, RowStatus};
@@ -23,9 +23,7 @@ const TOKEN_RETRIES: u32 = 2;
 
 /// Everything a request needs, shared by all in-flight requests.
 pub struct RiskClient {
-    backend: Backend,
-    /// Bounds one request, from taking a connection to the last byte of the answer.
-    timeout: Duration,
+    http: Arc<Transport>,
     pub url: String,
     pub scene: Scene,
     pub tokens: Arc<TokenProvider>,
@@ -66,55 +64,12 @@ pub struct CallResult {
     pub busy: Duration,
 }
 
-/// How the risk requests reach the endpoint.
-enum Backend {
-    /// hyper's own connections, straight to the endpoint: most runs.
-    Direct(Transport),
-    /// Through the proxy the environment names for the endpoint
-    /// (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, minus `NO_PROXY`), by reqwest.
-    Proxied(reqwest::Client),
-}
-
-impl Backend {
-    fn choose(
-        url: &reqwest::Url,
-        proxies: &hyper_util::client::proxy::matcher::Matcher,
-        http: reqwest::Client,
-        connect_timeout: Duration,
-    ) -> anyhow::Result<Backend> {
-        let uri: hyper::Uri = url.as_str().parse()?;
-        Ok(match proxies.intercept(&uri) {
-            Some(_) => Backend::Proxied(http),
-            None => Backend::Direct(Transport::new(url, connect_timeout)?),
-        })
-    }
-}
-
-/// The HTTP client for the token endpoint, and for the risk endpoint when a
-/// proxy is set; it honours the proxy environment variables.
-pub fn http_client(timeout: Duration, concurrency: u32) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(connect_timeout(timeout))
-        .pool_max_idle_per_host(concurrency as usize)
-        .tcp_nodelay(true)
-        // An API answer is never a redirect; following one would leak the token.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("riskbatch/", env!("CARGO_PKG_VERSION")))
-        .build()?)
-}
-
-fn connect_timeout(timeout: Duration) -> Duration {
-    timeout.min(Duration::from_secs(10))
-}
-
 impl RiskClient {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        http: reqwest::Client,
+        http: Arc<Transport>,
         base_url: &str,
         path: ApiPath,
-        timeout: Duration,
         scene: Scene,
         tokens: Arc<TokenProvider>,
         pacer: Arc<Pacer>,
@@ -122,12 +77,8 @@ impl RiskClient {
         run_tag: String,
     ) -> anyhow::Result<RiskClient> {
         let url = format!("{base_url}{}", path.as_str());
-        let parsed = reqwest::Url::parse(&url)
-            .map_err(|err| anyhow::anyhow!("bad API URL {}: {err}", redact(&url)))?;
-        let proxies = hyper_util::client::proxy::matcher::Matcher::from_env();
         Ok(RiskClient {
-            backend: Backend::choose(&parsed, &proxies, http, connect_timeout(timeout))?,
-            timeout,
+            http,
             url,
             scene,
             tokens,
@@ -258,14 +209,12 @@ impl RiskClient {
         {
             return Ok(target.clone());
         }
-        let mut url = reqwest::Url::parse(&self.url)
-            .map_err(|err| format!("bad API URL {}: {err}", self.url))?;
-        url.query_pairs_mut()
-            .append_pair("access_token", &token.value);
-        let target: Arc<str> = match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_string(),
-        }
+        let (_, path) = split_url(&self.url);
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let target: Arc<str> = format!(
+            "{path}{separator}access_token={}",
+            encode_query_value(&token.value)
+        )
         .into();
         *cached = Some((token.generation, target.clone()));
         Ok(target)
@@ -282,38 +231,12 @@ impl RiskClient {
             Scene::Rank(scene) => request.rank_body(&self.appid, scene),
             scene => request.body(scene, message_id),
         };
-        let (status, body) = match &self.backend {
-            Backend::Direct(transport) => {
-                match tokio::time::timeout(self.timeout, transport.post_json(&target, body)).await {
-                    Ok(exchange) => {
-                        let exchange = exchange.map_err(SendError::Transient)?;
-                        (exchange.status, exchange.body)
-                    }
-                    Err(_) => {
-                        return Err(SendError::Transient(format!(
-                            "timeout: no answer within {:?}",
-                            self.timeout
-                        )));
-                    }
-                }
-            }
-            Backend::Proxied(http) => {
-                let url = format!("{}{target}", origin(&self.url));
-                let response = http
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|err| SendError::Transient(reqwest_message(&err)))?;
-                let status = response.status();
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|err| SendError::Transient(reqwest_message(&err)))?;
-                (status, body)
-            }
-        };
+        let exchange = self
+            .http
+            .post_json(&target, body)
+            .await
+            .map_err(SendError::Transient)?;
+        let (status, body) = (exchange.status, exchange.body);
         if !status.is_success() {
             return Err(http_refusal(status, &self.url));
         }
@@ -334,7 +257,7 @@ enum SendError {
 
 /// What a non-2xx HTTP status means. 5xx and 429 are the server's moment;
 /// a 4xx is about the request (retrying sends the same bytes) or the caller.
-fn http_refusal(status: reqwest::StatusCode, url: &str) -> SendError {
+fn http_refusal(status: hyper::StatusCode, url: &str) -> SendError {
     let code = status.as_u16();
     match code {
         413 | 414 => SendError::RowRefused(
@@ -353,27 +276,6 @@ fn http_refusal(status: reqwest::StatusCode, url: &str) -> SendError {
         )),
         _ => SendError::Transient(format!("HTTP {status}")),
     }
-}
-
-/// `scheme://host[:port]` of a URL.
-fn origin(url: &str) -> &str {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url[after_scheme..].find('/') {
-        Some(i) => &url[..after_scheme + i],
-        None => url,
-    }
-}
-
-/// A reqwest error without the URL (it holds the access token).
-fn reqwest_message(err: &reqwest::Error) -> String {
-    let kind = if err.is_timeout() {
-        "timeout"
-    } else if err.is_connect() {
-        "connection failed"
-    } else {
-        "transport error"
-    };
-    crate::redact::error_chain(kind, err)
 }
 
 fn failed_answer(errcode: Option<i32>, message: String) -> Answer {
@@ -415,42 +317,6 @@ fn answer_of(reply: &Reply) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn risk_calls_go_through_a_proxy_only_when_the_environment_names_one_for_the_endpoint() {
-        use hyper_util::client::proxy::matcher::Matcher;
-        let url = reqwest::Url::parse("http://127.0.0.1:9/wxa/servicemarket").unwrap();
-        let http = reqwest::Client::new();
-        let choose = |proxies: Matcher| {
-            Backend::choose(&url, &proxies, http.clone(), Duration::from_secs(1)).unwrap()
-        };
-        let proxied = Matcher::builder().http("http://127.0.0.1:3128").build();
-        assert!(matches!(choose(proxied), Backend::Proxied(_)));
-        let excluded = Matcher::builder()
-            .http("http://127.0.0.1:3128")
-            .no("127.0.0.1")
-            .build();
-        assert!(matches!(choose(excluded), Backend::Direct(_)));
-        let https_only = Matcher::builder().https("http://127.0.0.1:3128").build();
-        assert!(matches!(choose(https_only), Backend::Direct(_)));
-        assert!(matches!(
-            choose(Matcher::builder().build()),
-            Backend::Direct(_)
-        ));
-    }
-
-    #[test]
-    fn origin_is_scheme_host_and_port() {
-        assert_eq!(
-            origin("https://api.weixin.qq.com/wxa/servicemarket"),
-            "https://api.weixin.qq.com"
-        );
-        assert_eq!(
-            origin("http://127.0.0.1:8080/prefix/tcb/servicemarket"),
-            "http://127.0.0.1:8080"
-        );
-        assert_eq!(origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
-    }
 
     #[test]
     fn answer_takes_inner_msg_on_success_and_errmsg_otherwise() {

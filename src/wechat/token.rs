@@ -7,12 +7,13 @@
 //! token is shared with other processes through the state folder, and a
 //! refresh first looks whether another process has already replaced it.
 
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::transport::{Transport, encode_query_value, split_url};
 use crate::clock::now_ms;
 use crate::job::TokenSource;
 use crate::redact::redact;
@@ -47,8 +48,9 @@ pub enum TokenError {
 }
 
 pub struct TokenProvider {
-    http: reqwest::Client,
-    base_url: String,
+    http: Arc<Transport>,
+    /// The path before `/cgi-bin/…` (empty for WeChat itself).
+    prefix: String,
     source: TokenSource,
     credentials: Option<Credentials>,
     current: RwLock<Option<Token>>,
@@ -75,14 +77,14 @@ struct TokenReply {
 
 impl TokenProvider {
     pub fn new(
-        http: reqwest::Client,
+        http: Arc<Transport>,
         base_url: &str,
         source: TokenSource,
         credentials: Option<Credentials>,
     ) -> TokenProvider {
         TokenProvider {
             http,
-            base_url: base_url.to_string(),
+            prefix: split_url(base_url).1.trim_end_matches('/').to_string(),
             source,
             credentials,
             current: RwLock::new(None),
@@ -229,33 +231,33 @@ impl TokenProvider {
                 tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64())).await;
             }
             self.fetches.fetch_add(1, Ordering::Relaxed);
-            let request = match self.source {
-                TokenSource::Stable => self
-                    .http
-                    .post(format!("{}/cgi-bin/stable_token", self.base_url))
-                    .header("content-type", "application/json")
-                    .body(
-                        serde_json::json!({
-                            "grant_type": "client_credential",
-                            "appid": credentials.appid,
-                            "secret": credentials.secret,
-                            "force_refresh": force,
-                        })
-                        .to_string(),
-                    ),
-                _ => self.http.get(format!(
-                    "{}/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
-                    self.base_url, credentials.appid, credentials.secret
-                )),
-            };
-            let reply = match request.send().await {
-                Ok(response) => response.bytes().await,
-                Err(err) => Err(err),
+            let reply = match self.source {
+                TokenSource::Stable => {
+                    let body = serde_json::json!({
+                        "grant_type": "client_credential",
+                        "appid": credentials.appid,
+                        "secret": credentials.secret,
+                        "force_refresh": force,
+                    });
+                    let path = format!("{}/cgi-bin/stable_token", self.prefix);
+                    self.http
+                        .post_json(&path, body.to_string().into_bytes())
+                        .await
+                }
+                _ => {
+                    let path = format!(
+                        "{}/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
+                        self.prefix,
+                        encode_query_value(&credentials.appid),
+                        encode_query_value(&credentials.secret)
+                    );
+                    self.http.get(&path).await
+                }
             };
             let body = match reply {
-                Ok(body) => body,
-                Err(err) => {
-                    last = redact(&err.without_url().to_string());
+                Ok(exchange) => exchange.body,
+                Err(message) => {
+                    last = redact(&message);
                     continue;
                 }
             };

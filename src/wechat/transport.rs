@@ -1,14 +1,13 @@
-//! The risk calls' HTTP/1.1 keep-alive connections to the one risk endpoint.
+//! riskbatch's one HTTP client: HTTP/1.1 keep-alive connections to one
+//! origin, straight or through the proxy the environment names.
 //!
-//! reqwest stays for the token endpoint and for proxies; the risk calls,
-//! hundreds of thousands per run, go straight through hyper's connection
-//! API. In a standalone comparison on the 2-core development machine,
-//! 200,000 POSTs at 64 in flight against a minimal hyper server, reqwest
-//! managed 38,000–60,000 requests/s at 16–26 µs of client CPU each (a pool
-//! lookup, a redirect policy that parses the URL again, tower layers) and
-//! hyper's connections 87,000–96,000 at 10–11 µs; in riskbatch against its
-//! simulator the client's CPU per row fell from 67–74 µs to 53–56 µs. One
-//! host needs no pool keyed by host, and an API answer is never a redirect.
+//! The risk calls (hundreds of thousands per run), the token endpoint and the
+//! simulator's pushes all go through it. It replaced reqwest: on 1 M rows
+//! against mockfast at 64 in flight, risk calls through reqwest cost 44 s of
+//! CPU and through these connections 33.6 s (a pool keyed by host, a redirect
+//! policy that parses the URL again and tower layers, none of which one
+//! origin needs; an API answer is never a redirect, and following one would
+//! leak the token).
 //!
 //! A connection serves one request at a time; idle ones wait in a stack so
 //! the warmest is used first. A connection whose request failed or timed
@@ -21,26 +20,43 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
-use hyper::{Request, StatusCode};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, PROXY_AUTHORIZATION, USER_AGENT};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
 use crate::redact::{error_chain, redact};
 
-/// Where the risk requests go, parsed once.
+type Sender = SendRequest<Full<Bytes>>;
+
+/// Where requests for one origin go, parsed once.
 pub struct Transport {
-    host: String,
-    port: u16,
+    /// Host and port of the origin, `host:port` as CONNECT names it.
+    target: String,
+    /// Where the TCP connection goes: the origin, or its proxy.
+    dial: (String, u16),
+    /// `Some` when an HTTP proxy forwards the requests.
+    proxy: Option<ProxyRoute>,
     /// The `Host` header.
     authority: HeaderValue,
+    /// `http://host:port` of the origin: plain requests through a proxy name it.
+    origin: String,
     /// `Some` for https: the TLS set-up and the name the certificate must carry.
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
+    /// Bounds one request, from taking a connection to the last byte of the answer.
+    timeout: Duration,
     user_agent: HeaderValue,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<Sender>>,
+}
+
+struct ProxyRoute {
+    /// `Proxy-Authorization` from the proxy URL's user and password.
+    auth: Option<HeaderValue>,
 }
 
 /// A finished HTTP exchange: status and the whole body.
@@ -50,52 +66,186 @@ pub struct Exchange {
     pub body: Bytes,
 }
 
+/// A URL split into its origin (`scheme://host[:port]`) and the rest.
+pub fn split_url(url: &str) -> (&str, &str) {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find(['/', '?']) {
+        Some(i) => url.split_at(after_scheme + i),
+        None => (url, ""),
+    }
+}
+
+/// Percent-encodes a query value as a form does (RFC 3986 unreserved kept).
+pub fn encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
 impl Transport {
-    /// `base` is the endpoint's scheme, host and port (a path is ignored:
-    /// each request names its own).
-    pub fn new(base: &reqwest::Url, connect_timeout: Duration) -> Result<Transport> {
-        let host = base
-            .host_str()
-            .with_context(|| format!("API URL {} has no host", redact(base.as_str())))?
+    /// A client for the origin of `url` (its path is ignored: each request
+    /// names its own), through the proxy the environment names for it
+    /// (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, minus `NO_PROXY`).
+    pub fn new(url: &str, timeout: Duration) -> Result<Transport> {
+        Self::with_proxies(url, timeout, &Matcher::from_env())
+    }
+
+    pub fn with_proxies(url: &str, timeout: Duration, proxies: &Matcher) -> Result<Transport> {
+        let (origin, _) = split_url(url);
+        let uri: Uri = origin
+            .parse()
+            .with_context(|| format!("{} is not a URL", redact(url)))?;
+        let host = uri
+            .host()
+            .with_context(|| format!("URL {} has no host", redact(url)))?
             .to_string();
-        let port = base
-            .port_or_known_default()
-            .with_context(|| format!("API URL {} has no port", redact(base.as_str())))?;
-        let authority = match base.port() {
+        let secure = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            other => bail!(
+                "URL {} has scheme {other:?}, not http or https",
+                redact(url)
+            ),
+        };
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        // `[::1]` is the URL form; connecting needs the bare address.
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let authority = match uri.port_u16() {
             Some(port) => format!("{host}:{port}"),
             None => host.clone(),
         };
-        let tls = match base.scheme() {
-            "http" => None,
-            "https" => Some(tls_connector(&host)?),
-            other => bail!("API URL scheme {other:?} is not http or https"),
+        let (dial, proxy) = match proxies.intercept(&uri) {
+            None => ((bare.clone(), port), None),
+            Some(intercept) => {
+                let proxy = intercept.uri();
+                if proxy.scheme_str() != Some("http") {
+                    bail!(
+                        "the proxy for {host} ({}) is not an http:// proxy; riskbatch speaks to \
+                         HTTP proxies only (set NO_PROXY={host} to go straight there)",
+                        redact(&proxy.to_string())
+                    );
+                }
+                let proxy_host = proxy.host().context("the proxy URL has no host")?;
+                let dial = (
+                    proxy_host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                    proxy.port_u16().unwrap_or(80),
+                );
+                let auth = intercept.basic_auth().cloned();
+                (dial, Some(ProxyRoute { auth }))
+            }
         };
         Ok(Transport {
-            // `[::1]` is the URL form; connecting needs the bare address.
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            port,
+            target: format!("{host}:{port}"),
+            dial,
+            proxy,
             authority: HeaderValue::from_str(&authority)
-                .with_context(|| format!("API host {authority:?} is not a valid header"))?,
-            tls,
-            connect_timeout,
+                .with_context(|| format!("host {authority:?} is not a valid header"))?,
+            origin: format!("http://{authority}"),
+            tls: if secure {
+                Some(tls_connector(&bare)?)
+            } else {
+                None
+            },
+            connect_timeout: timeout.min(Duration::from_secs(10)),
+            timeout,
             user_agent: HeaderValue::from_static(concat!("riskbatch/", env!("CARGO_PKG_VERSION"))),
             idle: Mutex::new(Vec::new()),
         })
     }
 
+    /// True when requests go through a proxy.
+    pub fn proxied(&self) -> bool {
+        self.proxy.is_some()
+    }
+
     /// POSTs a JSON `body` to `path_and_query` and reads the whole answer.
-    /// The caller bounds the time: dropping the future drops the connection.
     pub async fn post_json(&self, path_and_query: &str, body: Vec<u8>) -> Result<Exchange, String> {
-        let mut sender = self.connection().await?;
-        let mut request = Request::post(path_and_query)
+        self.post(path_and_query, "application/json", body).await
+    }
+
+    /// POSTs `body` of type `content_type` to `path_and_query`.
+    pub async fn post(
+        &self,
+        path_and_query: &str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Result<Exchange, String> {
+        self.exchange(Method::POST, path_and_query, Some((content_type, body)))
+            .await
+    }
+
+    /// GETs `path_and_query` and reads the whole answer.
+    pub async fn get(&self, path_and_query: &str) -> Result<Exchange, String> {
+        self.exchange(Method::GET, path_and_query, None).await
+    }
+
+    /// One request and its answer within the timeout: dropping the
+    /// request's future on timeout drops its connection.
+    async fn exchange(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<Exchange, String> {
+        match tokio::time::timeout(self.timeout, self.send(method, path_and_query, body)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("timeout: no answer within {:?}", self.timeout)),
+        }
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<Request<Full<Bytes>>, String> {
+        // A plain request through a proxy names the whole URL; a tunnelled
+        // one (https) is sent as to the origin.
+        let target = match (&self.proxy, &self.tls) {
+            (Some(_), None) => format!("{}{path_and_query}", self.origin),
+            _ => path_and_query.to_string(),
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(target)
             .header(HOST, self.authority.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(USER_AGENT, self.user_agent.clone())
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|err| format!("building the request: {err}"))?;
+            .header(USER_AGENT, self.user_agent.clone());
+        if let (Some(ProxyRoute { auth: Some(auth) }), None) = (&self.proxy, &self.tls) {
+            request = request.header(PROXY_AUTHORIZATION, auth.clone());
+        }
+        let body = match body {
+            Some((content_type, body)) => {
+                request = request.header(CONTENT_TYPE, HeaderValue::from_static(content_type));
+                Bytes::from(body)
+            }
+            None => Bytes::new(),
+        };
+        request
+            .body(Full::new(body))
+            .map_err(|err| format!("building the request: {}", redact(&err.to_string())))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<Exchange, String> {
+        let mut sender = self.connection().await?;
+        let mut request = self.request(method, path_and_query, body)?;
         let mut fresh = false;
         let response = loop {
             match sender.try_send_request(request).await {
@@ -130,7 +280,7 @@ impl Transport {
     }
 
     /// An idle connection ready for a request, or a new one.
-    async fn connection(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+    async fn connection(&self) -> Result<Sender, String> {
         loop {
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(mut sender) = idle else { break };
@@ -143,49 +293,89 @@ impl Transport {
         self.connect_within_timeout().await
     }
 
-    async fn connect_within_timeout(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+    async fn connect_within_timeout(&self) -> Result<Sender, String> {
         match tokio::time::timeout(self.connect_timeout, self.connect()).await {
             Ok(result) => result,
             Err(_) => Err(format!(
                 "connection failed: no connection to {}:{} within {:?}",
-                self.host, self.port, self.connect_timeout
+                self.dial.0, self.dial.1, self.connect_timeout
             )),
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let failed = |err: &dyn std::fmt::Display| {
-            format!("connection failed: {}:{}: {err}", self.host, self.port)
-        };
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+    async fn connect(&self) -> Result<Sender, String> {
+        let (host, port) = (&self.dial.0, self.dial.1);
+        let failed =
+            |err: &dyn std::fmt::Display| format!("connection failed: {host}:{port}: {err}");
+        let mut tcp = TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|err| failed(&err))?;
         tcp.set_nodelay(true).map_err(|err| failed(&err))?;
-        let sender = match &self.tls {
-            None => {
-                let (sender, connection) = http1::handshake(TokioIo::new(tcp))
-                    .await
-                    .map_err(|err| failed(&err))?;
-                tokio::spawn(connection);
-                sender
-            }
-            Some((tls, name)) => {
-                let stream = tls
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|err| failed(&format!("TLS: {err}")))?;
-                let (sender, connection) = http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|err| failed(&err))?;
-                tokio::spawn(connection);
-                sender
-            }
+        let Some((tls, name)) = &self.tls else {
+            return handshake(tcp).await.map_err(|err| failed(&err));
         };
-        Ok(sender)
+        if let Some(proxy) = &self.proxy {
+            self.tunnel(&mut tcp, proxy)
+                .await
+                .map_err(|err| failed(&err))?;
+        }
+        let stream = tls
+            .connect(name.clone(), tcp)
+            .await
+            .map_err(|err| failed(&format!("TLS: {err}")))?;
+        handshake(stream).await.map_err(|err| failed(&err))
+    }
+
+    /// Asks the proxy for a tunnel to the origin (`CONNECT host:port`).
+    async fn tunnel(&self, tcp: &mut TcpStream, proxy: &ProxyRoute) -> Result<(), String> {
+        let mut ask = format!(
+            "CONNECT {0} HTTP/1.1\r\nHost: {0}\r\nUser-Agent: {1}\r\n",
+            self.target,
+            self.user_agent.to_str().unwrap_or("riskbatch")
+        );
+        if let Some(auth) = proxy.auth.as_ref().and_then(|a| a.to_str().ok()) {
+            ask.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
+        }
+        ask.push_str("\r\n");
+        tcp.write_all(ask.as_bytes())
+            .await
+            .map_err(|err| format!("proxy CONNECT: {err}"))?;
+        // The proxy's answer is a head without a body; nothing of the
+        // origin's comes before the TLS handshake, so reading byte-wise is safe.
+        let mut head = Vec::with_capacity(128);
+        while !head.ends_with(b"\r\n\r\n") {
+            if head.len() > 8192 {
+                return Err("proxy CONNECT: the proxy's answer is too long".into());
+            }
+            let byte = tcp
+                .read_u8()
+                .await
+                .map_err(|err| format!("proxy CONNECT: {err}"))?;
+            head.push(byte);
+        }
+        let status_line = String::from_utf8_lossy(&head);
+        let status_line = status_line.lines().next().unwrap_or_default();
+        match status_line.split_whitespace().nth(1) {
+            Some(code) if code.starts_with('2') => Ok(()),
+            _ => Err(format!(
+                "the proxy refused a tunnel to {}: {}",
+                self.target,
+                redact(status_line)
+            )),
+        }
     }
 }
 
-/// TLS with the system's trust store, as reqwest does for the token endpoint.
+async fn handshake<S>(stream: S) -> Result<Sender, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// TLS with the system's trust store.
 fn tls_connector(host: &str) -> Result<(TlsConnector, ServerName<'static>)> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -196,7 +386,7 @@ fn tls_connector(host: &str) -> Result<(TlsConnector, ServerName<'static>)> {
         .context("loading the system's trusted certificates")?
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+    let name = ServerName::try_from(host)
         .with_context(|| format!("{host:?} is not a host name TLS can check"))?
         .to_owned();
     Ok((TlsConnector::from(Arc::new(config)), name))
@@ -218,6 +408,11 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Straight to `url`, whatever proxy the environment names.
+    fn direct(url: &str) -> Transport {
+        Transport::with_proxies(url, Duration::from_secs(5), &Matcher::builder().build()).unwrap()
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -227,13 +422,9 @@ mod tests {
 
     /// A loopback server answering `answers` requests, one per connection
     /// when `close` is set; returns its base URL and the requests it saw.
-    async fn server(
-        answers: usize,
-        close: bool,
-    ) -> (reqwest::Url, tokio::task::JoinHandle<Vec<String>>) {
+    async fn server(answers: usize, close: bool) -> (String, tokio::task::JoinHandle<Vec<String>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url =
-            reqwest::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
         let handle = tokio::spawn(async move {
             let mut seen = Vec::new();
             let (mut socket, _) = listener.accept().await.unwrap();
@@ -283,7 +474,7 @@ mod tests {
     fn posts_json_with_host_and_reuses_the_connection() {
         runtime().block_on(async {
             let (url, server) = server(3, false).await;
-            let transport = Transport::new(&url, Duration::from_secs(5)).unwrap();
+            let transport = direct(&url);
             for i in 0..3 {
                 let exchange = transport
                     .post_json(
@@ -303,7 +494,7 @@ mod tests {
                 first.starts_with("POST /wxa/servicemarket?access_token=T HTTP/1.1\r\n"),
                 "{first}"
             );
-            let host = format!("host: {}:{}", url.host_str().unwrap(), url.port().unwrap());
+            let host = format!("host: {}", url.trim_start_matches("http://"));
             assert!(first.contains(&host), "{first}");
             assert!(first.contains("content-type: application/json"), "{first}");
             assert!(seen[2].ends_with("{\"n\":2}"), "{}", seen[2]);
@@ -314,7 +505,7 @@ mod tests {
     fn a_connection_the_server_closed_is_replaced() {
         runtime().block_on(async {
             let (url, server) = server(2, true).await;
-            let transport = Transport::new(&url, Duration::from_secs(5)).unwrap();
+            let transport = direct(&url);
             for _ in 0..2 {
                 let exchange = transport
                     .post_json("/tcb/servicemarket?access_token=T", b"{}".to_vec())
@@ -339,8 +530,8 @@ mod tests {
                 let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
                 hello
             });
-            let url = reqwest::Url::parse(&format!("https://localhost:{port}")).unwrap();
-            let transport = Transport::new(&url, Duration::from_secs(5)).unwrap();
+            let url = format!("https://localhost:{port}");
+            let transport = direct(&url);
             let err = transport
                 .post_json("/x?access_token=SECRET", Vec::new())
                 .await
@@ -354,12 +545,142 @@ mod tests {
             assert_eq!(&server.await.unwrap()[..2], &[22, 3]);
 
             let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url =
-                reqwest::Url::parse(&format!("http://{}", closed.local_addr().unwrap())).unwrap();
+            let url = format!("http://{}", closed.local_addr().unwrap());
             drop(closed);
-            let transport = Transport::new(&url, Duration::from_secs(5)).unwrap();
+            let transport = direct(&url);
             let err = transport.post_json("/x", Vec::new()).await.unwrap_err();
             assert!(err.starts_with("connection failed"), "{err}");
         });
+    }
+
+    #[test]
+    fn the_environment_chooses_the_proxy_and_no_proxy_excludes_hosts() {
+        let via = |proxies: Matcher| {
+            Transport::with_proxies("http://127.0.0.1:9/wxa", Duration::from_secs(1), &proxies)
+                .unwrap()
+        };
+        let proxied = via(Matcher::builder().http("http://127.0.0.1:3128").build());
+        assert!(proxied.proxied());
+        assert_eq!(proxied.dial, ("127.0.0.1".to_string(), 3128));
+        let excluded = Matcher::builder()
+            .http("http://127.0.0.1:3128")
+            .no("127.0.0.1")
+            .build();
+        assert!(!via(excluded).proxied());
+        assert!(!via(Matcher::builder().https("http://127.0.0.1:3128").build()).proxied());
+        assert!(!via(Matcher::builder().build()).proxied());
+        let socks = Transport::with_proxies(
+            "http://127.0.0.1:9",
+            Duration::from_secs(1),
+            &Matcher::builder().all("socks5://127.0.0.1:1080").build(),
+        );
+        let err = format!("{:#}", socks.err().unwrap());
+        assert!(err.contains("NO_PROXY=127.0.0.1"), "{err}");
+    }
+
+    /// A proxy that records what it is asked and answers `reply` once.
+    async fn recording_proxy(reply: &'static [u8]) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://ops:pa55@{}", listener.local_addr().unwrap());
+        let handle = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.ends_with(b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                seen.extend_from_slice(&buf[..n]);
+            }
+            socket.write_all(reply).await.unwrap();
+            String::from_utf8_lossy(&seen).to_string()
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn plain_requests_through_a_proxy_name_the_whole_url_and_carry_its_credentials() {
+        runtime().block_on(async {
+            let (proxy, seen) =
+                recording_proxy(b"HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\n{\"errcode\":0}")
+                    .await;
+            let proxies = Matcher::builder().http(proxy).build();
+            let transport = Transport::with_proxies(
+                "http://api.example:8080/prefix",
+                Duration::from_secs(5),
+                &proxies,
+            )
+            .unwrap();
+            let exchange = transport
+                .get("/prefix/cgi-bin/token?appid=a")
+                .await
+                .unwrap();
+            assert_eq!(&exchange.body[..], b"{\"errcode\":0}");
+            let seen = seen.await.unwrap();
+            assert!(
+                seen.starts_with(
+                    "GET http://api.example:8080/prefix/cgi-bin/token?appid=a HTTP/1.1\r\n"
+                ),
+                "{seen}"
+            );
+            // "ops:pa55" in base64.
+            assert!(
+                seen.contains("proxy-authorization: Basic b3BzOnBhNTU="),
+                "{seen}"
+            );
+            assert!(seen.contains("host: api.example:8080"), "{seen}");
+        });
+    }
+
+    #[test]
+    fn https_through_a_proxy_asks_for_a_tunnel_and_a_refusal_is_named() {
+        runtime().block_on(async {
+            let (proxy, seen) =
+                recording_proxy(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n").await;
+            let proxies = Matcher::builder().https(proxy).build();
+            let transport = Transport::with_proxies(
+                "https://api.weixin.qq.com",
+                Duration::from_secs(5),
+                &proxies,
+            )
+            .unwrap();
+            let err = transport
+                .post_json("/wxa/servicemarket?access_token=SECRET", b"{}".to_vec())
+                .await
+                .unwrap_err();
+            assert!(
+                err.contains("the proxy refused a tunnel to api.weixin.qq.com:443: HTTP/1.1 403"),
+                "{err}"
+            );
+            assert!(!err.contains("SECRET"), "{err}");
+            let seen = seen.await.unwrap();
+            assert!(
+                seen.starts_with("CONNECT api.weixin.qq.com:443 HTTP/1.1\r\n"),
+                "{seen}"
+            );
+            assert!(
+                seen.contains("Proxy-Authorization: Basic b3BzOnBhNTU="),
+                "{seen}"
+            );
+            // The token is never shown to the proxy: only the tunnel's target.
+            assert!(!seen.contains("SECRET"), "{seen}");
+        });
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded_and_urls_split_at_the_path() {
+        assert_eq!(encode_query_value("aB9-._~"), "aB9-._~");
+        assert_eq!(encode_query_value("a b&c=/é"), "a%20b%26c%3D%2F%C3%A9");
+        assert_eq!(
+            split_url("https://api.weixin.qq.com/wxa/servicemarket"),
+            ("https://api.weixin.qq.com", "/wxa/servicemarket")
+        );
+        assert_eq!(
+            split_url("http://127.0.0.1:8080?x=1"),
+            ("http://127.0.0.1:8080", "?x=1")
+        );
+        assert_eq!(
+            split_url("http://127.0.0.1:8080"),
+            ("http://127.0.0.1:8080", "")
+        );
     }
 }

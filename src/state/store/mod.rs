@@ -418,7 +418,9 @@ impl Store {
             let mut stmt = self.conn.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM rows r WHERE r.run = ?1 AND r.row = ?2"
             ))?;
-            return Ok(stmt.query_row(params![run, to_i64(row)], stored).optional()?);
+            return Ok(stmt
+                .query_row(params![run, to_i64(row)], stored)
+                .optional()?);
         }
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM answers a JOIN rows r ON r.run = a.run AND r.row = a.row WHERE a.key = ?1"
@@ -553,7 +555,7 @@ impl Store {
             return Ok(());
         }
         let mut answers: Vec<_> = self.pending_answers.drain().collect();
-        answers.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        answers.sort_unstable_by_key(|a| a.0);
         let mut stmt = self
             .conn
             .prepare_cached("INSERT OR REPLACE INTO answers (key, run, row) VALUES (?1, ?2, ?3)")?;
