@@ -35,8 +35,16 @@ if ! "$py" -c 'import aiohttp' 2>/dev/null; then
     python3 -m venv target/pyenv
     target/pyenv/bin/pip install -q --disable-pip-version-check -r "$peers/requirements.txt"
 fi
+if ! command -v wrk >/dev/null && [ "$(id -u)" = 0 ]; then
+    log "installing wrk"
+    apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || true
+fi
 have_wrk=$(command -v wrk || true)
-qsv=${QSV:-$peers/.qsv-root/bin/qsv}
+# qsv: $QSV, else one built by a copy of the peers' script under target/qsvb
+# (`mkdir -p target/qsvb/qsv && cp ../shared/peers/qsv/build_qsv.sh target/qsvb/qsv/
+#  && target/qsvb/qsv/build_qsv.sh`, about 12 minutes), else the peers' own.
+qsv=${QSV:-$PWD/target/qsvb/.qsv-root/bin/qsv}
+[ -x "$qsv" ] || qsv=$peers/.qsv-root/bin/qsv
 "$qsv" fetchpost --help >/dev/null 2>&1 || qsv=""
 
 data() { # rows -> the same participants CSV for every peer
