@@ -662,10 +662,16 @@ impl Store {
         self.seen.get_mut().take();
         self.pending_answers.shrink_to_fit();
         // glibc keeps what SQLite just freed in its heap unless asked: the
-        // output pass would then peak that much higher.
+        // output pass would then peak that much higher. And a fixed mmap
+        // threshold: glibc's own rises with every large buffer freed (the
+        // Parquet writer's pages), after which such buffers come from the
+        // heap and fragment it — writing 10,000,000 rows then peaked at
+        // 53 MB instead of 44, growing all along the file.
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only returns free heap memory to the system.
+        // SAFETY: mallopt only changes where later allocations come from;
+        // malloc_trim only returns free heap memory to the system.
         unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
             libc::malloc_trim(0);
         }
         Ok(())
