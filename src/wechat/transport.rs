@@ -166,11 +166,6 @@ impl Transport {
         })
     }
 
-    /// True when requests go through a proxy.
-    pub fn proxied(&self) -> bool {
-        self.proxy.is_some()
-    }
-
     /// POSTs a JSON `body` to `path_and_query` and reads the whole answer.
     pub async fn post_json(&self, path_and_query: &str, body: Vec<u8>) -> Result<Exchange, String> {
         self.post(path_and_query, "application/json", body).await
@@ -353,16 +348,21 @@ impl Transport {
                 .map_err(|err| format!("proxy CONNECT: {err}"))?;
             head.push(byte);
         }
-        let status_line = String::from_utf8_lossy(&head);
-        let status_line = status_line.lines().next().unwrap_or_default();
-        match status_line.split_whitespace().nth(1) {
-            Some(code) if code.starts_with('2') => Ok(()),
-            _ => Err(format!(
-                "the proxy refused a tunnel to {}: {}",
-                self.target,
-                redact(status_line)
-            )),
-        }
+        tunnel_granted(&head, &self.target)
+    }
+}
+
+/// Whether the proxy's answer to `CONNECT target` opened the tunnel (a 2xx
+/// status); if not, why, in one line.
+fn tunnel_granted(head: &[u8], target: &str) -> Result<(), String> {
+    let head = String::from_utf8_lossy(head);
+    let status_line = head.lines().next().unwrap_or_default();
+    match status_line.split_whitespace().nth(1) {
+        Some(code) if code.starts_with('2') => Ok(()),
+        _ => Err(format!(
+            "the proxy refused a tunnel to {target}: {}",
+            redact(status_line)
+        )),
     }
 }
 
@@ -408,9 +408,14 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// Straight to `url`, whatever proxy the environment names.
+    /// To `url` through `proxies`, whatever the environment names.
+    fn through(url: &str, proxies: Matcher) -> Result<Transport> {
+        Transport::with_proxies(url, Duration::from_secs(5), &proxies)
+    }
+
+    /// Straight to `url`.
     fn direct(url: &str) -> Transport {
-        Transport::with_proxies(url, Duration::from_secs(5), &Matcher::builder().build()).unwrap()
+        through(url, Matcher::builder().build()).unwrap()
     }
 
     fn runtime() -> tokio::runtime::Runtime {
@@ -555,24 +560,24 @@ mod tests {
 
     #[test]
     fn the_environment_chooses_the_proxy_and_no_proxy_excludes_hosts() {
-        let via = |proxies: Matcher| {
-            Transport::with_proxies("http://127.0.0.1:9/wxa", Duration::from_secs(1), &proxies)
-                .unwrap()
-        };
+        let via = |proxies: Matcher| through("http://127.0.0.1:9/wxa", proxies).unwrap();
         let proxied = via(Matcher::builder().http("http://127.0.0.1:3128").build());
-        assert!(proxied.proxied());
+        assert!(proxied.proxy.is_some());
         assert_eq!(proxied.dial, ("127.0.0.1".to_string(), 3128));
         let excluded = Matcher::builder()
             .http("http://127.0.0.1:3128")
             .no("127.0.0.1")
             .build();
-        assert!(!via(excluded).proxied());
-        assert!(!via(Matcher::builder().https("http://127.0.0.1:3128").build()).proxied());
-        assert!(!via(Matcher::builder().build()).proxied());
-        let socks = Transport::with_proxies(
+        assert!(via(excluded).proxy.is_none());
+        assert!(
+            via(Matcher::builder().https("http://127.0.0.1:3128").build())
+                .proxy
+                .is_none()
+        );
+        assert!(via(Matcher::builder().build()).proxy.is_none());
+        let socks = through(
             "http://127.0.0.1:9",
-            Duration::from_secs(1),
-            &Matcher::builder().all("socks5://127.0.0.1:1080").build(),
+            Matcher::builder().all("socks5://127.0.0.1:1080").build(),
         );
         let err = format!("{:#}", socks.err().unwrap());
         assert!(err.contains("NO_PROXY=127.0.0.1"), "{err}");
@@ -604,12 +609,7 @@ mod tests {
                 recording_proxy(b"HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\n{\"errcode\":0}")
                     .await;
             let proxies = Matcher::builder().http(proxy).build();
-            let transport = Transport::with_proxies(
-                "http://api.example:8080/prefix",
-                Duration::from_secs(5),
-                &proxies,
-            )
-            .unwrap();
+            let transport = through("http://api.example:8080/prefix", proxies).unwrap();
             let exchange = transport
                 .get("/prefix/cgi-bin/token?appid=a")
                 .await
@@ -637,12 +637,7 @@ mod tests {
             let (proxy, seen) =
                 recording_proxy(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n").await;
             let proxies = Matcher::builder().https(proxy).build();
-            let transport = Transport::with_proxies(
-                "https://api.weixin.qq.com",
-                Duration::from_secs(5),
-                &proxies,
-            )
-            .unwrap();
+            let transport = through("https://api.weixin.qq.com", proxies).unwrap();
             let err = transport
                 .post_json("/wxa/servicemarket?access_token=SECRET", b"{}".to_vec())
                 .await
@@ -682,5 +677,52 @@ mod tests {
             split_url("http://127.0.0.1:8080"),
             ("http://127.0.0.1:8080", "")
         );
+    }
+
+    /// Percent-decodes what [`encode_query_value`] wrote.
+    fn decode(encoded: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut bytes = encoded.bytes();
+        while let Some(byte) = bytes.next() {
+            if byte == b'%' {
+                let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                out.push(u8::from_str_radix(&hex, 16).unwrap());
+            } else {
+                out.push(byte);
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever a proxy answers to CONNECT, reading it never panics, and
+        /// only a 2xx status opens the tunnel.
+        #[test]
+        fn any_proxy_answer_is_a_tunnel_or_a_refusal(head in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let granted = tunnel_granted(&head, "api.weixin.qq.com:443");
+            let text = String::from_utf8_lossy(&head);
+            let status = text.lines().next().unwrap_or_default().split_whitespace().nth(1).map(str::to_string);
+            proptest::prop_assert_eq!(granted.is_ok(), status.is_some_and(|s| s.starts_with('2')));
+            if let Err(message) = granted {
+                proptest::prop_assert!(!message.contains('\n'));
+            }
+        }
+
+        /// Any value survives the query encoding, which leaves nothing a URL would misread.
+        #[test]
+        fn any_query_value_is_encoded_reversibly(value in ".{0,60}") {
+            let encoded = encode_query_value(&value);
+            proptest::prop_assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
+            proptest::prop_assert_eq!(decode(&encoded), value.as_bytes());
+        }
+
+        /// Any text splits into an origin and the rest without a panic.
+        #[test]
+        fn any_url_splits_into_origin_and_rest(url in ".{0,80}") {
+            let (origin, rest) = split_url(&url);
+            proptest::prop_assert_eq!(format!("{origin}{rest}"), url);
+        }
     }
 }

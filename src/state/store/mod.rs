@@ -15,8 +15,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::outcome::{Answer, RiskSource, RowOutcome, RowStatus};
+use crate::outcome::{RiskSource, RowOutcome, RowStatus};
 use crate::wechat::RequestKey;
+pub use answers::StoredAnswer;
+use answers::answer_columns;
 use seen::KeyFilter;
 
 const SCHEMA: &str = "
@@ -91,28 +93,6 @@ pub struct RunRecord {
     pub last_activity: i64,
     pub calls_sent: u64,
     pub retries: u64,
-}
-
-/// An earlier answer to an identical request.
-#[derive(Debug, Clone)]
-pub struct StoredAnswer {
-    pub run: i64,
-    pub answer: Answer,
-}
-
-impl StoredAnswer {
-    /// How a row of `current_run` may reuse this answer: as a duplicate within
-    /// the same run, from the cache when another run's `ok` answer is younger
-    /// than `ttl` (verdicts like 61010 depend on time), or not at all.
-    pub fn reuse(&self, current_run: Option<i64>, now: i64, ttl: Duration) -> Option<RiskSource> {
-        if current_run == Some(self.run) {
-            return Some(RiskSource::Duplicate);
-        }
-        let fresh =
-            now - self.answer.checked_at <= i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        (fresh && !ttl.is_zero() && self.answer.status == RowStatus::Ok)
-            .then_some(RiskSource::Cache)
-    }
 }
 
 /// A run's id: the job name and the input's fingerprint.
@@ -363,69 +343,22 @@ impl Store {
 
     /// Outcomes stored for rows `first..=last` of a run, in row order.
     pub fn rows_between(&self, run: i64, first: u64, last: u64) -> Result<Vec<RowOutcome>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT row, status, level, source, errcode, code, message, request_id, checked_at, attempts \
-             FROM rows WHERE run = ?1 AND row BETWEEN ?2 AND ?3 ORDER BY row",
-        )?;
+        let mut stmt = self.conn.prepare_cached(concat!(
+            "SELECT row, source, attempts, ",
+            answer_columns!("rows"),
+            " FROM rows WHERE run = ?1 AND row BETWEEN ?2 AND ?3 ORDER BY row"
+        ))?;
         let rows = stmt
             .query_map(params![run, to_i64(first), to_i64(last)], |r| {
                 Ok(RowOutcome {
                     row: r.get::<_, i64>(0)? as u64,
-                    answer: Answer {
-                        status: RowStatus::from_code(r.get(1)?).unwrap_or(RowStatus::Failed),
-                        level: r.get::<_, Option<i64>>(2)?.map(|l| l as u8),
-                        errcode: r.get(4)?,
-                        code: r.get(5)?,
-                        message: r.get(6)?,
-                        request_id: r.get(7)?,
-                        checked_at: r.get(8)?,
-                    },
-                    source: r.get::<_, Option<i64>>(3)?.and_then(RiskSource::from_code),
-                    attempts: r.get::<_, i64>(9)? as u32,
+                    source: r.get::<_, Option<i64>>(1)?.and_then(RiskSource::from_code),
+                    attempts: r.get::<_, i64>(2)? as u32,
+                    answer: answers::answer_from(r, 3)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
-    }
-
-    /// The answer to an identical request, if one was recorded.
-    pub fn answer(&self, key: &RequestKey) -> Result<Option<StoredAnswer>> {
-        let mut seen = self.seen.borrow_mut();
-        if seen.is_none() {
-            *seen = Some(KeyFilter::of(self)?);
-        }
-        if !seen.as_ref().is_some_and(|filter| filter.may_contain(key)) {
-            return Ok(None);
-        }
-        drop(seen);
-        let stored = |r: &rusqlite::Row| {
-            Ok(StoredAnswer {
-                run: r.get(0)?,
-                answer: Answer {
-                    status: RowStatus::from_code(r.get(1)?).unwrap_or(RowStatus::Failed),
-                    level: r.get::<_, Option<i64>>(2)?.map(|l| l as u8),
-                    errcode: r.get(3)?,
-                    code: r.get(4)?,
-                    message: r.get(5)?,
-                    request_id: r.get(6)?,
-                    checked_at: r.get(7)?,
-                },
-            })
-        };
-        const COLUMNS: &str =
-            "r.run, r.status, r.level, r.errcode, r.code, r.message, r.request_id, r.checked_at";
-        if let Some(&(run, row)) = self.pending_answers.get(key) {
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM rows r WHERE r.run = ?1 AND r.row = ?2"
-            ))?;
-            return Ok(stmt
-                .query_row(params![run, to_i64(row)], stored)
-                .optional()?);
-        }
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM answers a JOIN rows r ON r.run = a.run AND r.row = a.row WHERE a.key = ?1"
-        ))?;
-        Ok(stmt.query_row([&key[..]], stored).optional()?)
     }
 
     /// Starts the batch transaction that the next writes join.
@@ -539,32 +472,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records that row `row` of `run` holds the answer to requests with `key`.
-    pub fn put_answer(&mut self, key: &RequestKey, run: i64, row: u64) -> Result<()> {
-        self.begin()?;
-        self.pending_answers.insert(*key, (run, row));
-        if let Some(filter) = self.seen.get_mut() {
-            filter.insert(key);
-        }
-        Ok(())
-    }
-
-    /// Writes the open batch's answers into the index, in key order.
-    fn insert_pending_answers(&mut self) -> Result<()> {
-        if self.pending_answers.is_empty() {
-            return Ok(());
-        }
-        let mut answers: Vec<_> = self.pending_answers.drain().collect();
-        answers.sort_unstable_by_key(|a| a.0);
-        let mut stmt = self
-            .conn
-            .prepare_cached("INSERT OR REPLACE INTO answers (key, run, row) VALUES (?1, ?2, ?3)")?;
-        for (key, (run, row)) in answers {
-            stmt.execute(params![&key[..], run, to_i64(row)])?;
-        }
-        Ok(())
-    }
-
     pub fn mark_chunk_done(&mut self, run: i64, chunk: u64, now: i64) -> Result<()> {
         self.begin()?;
         let mut stmt = self.conn.prepare_cached(
@@ -653,29 +560,17 @@ impl Store {
         Ok(times)
     }
 
-    /// Lowers SQLite's page cache for a sequential pass (the result files):
-    /// the pages the calls needed are not needed again.
+    /// Lowers SQLite's page cache and drops the key filter for a sequential
+    /// pass (the result files): what the calls needed is not needed again.
     pub fn shrink_cache(&mut self) -> Result<()> {
         self.conn
             .pragma_update(None, "cache_size", -SEQUENTIAL_CACHE_KIB)?;
         // Rebuilt at the next lookup, if there is one.
         self.seen.get_mut().take();
         self.pending_answers.shrink_to_fit();
-        // glibc keeps what SQLite just freed in its heap unless asked: the
-        // output pass would then peak that much higher. And a fixed mmap
-        // threshold: glibc's own rises with every large buffer freed (the
-        // Parquet writer's pages), after which such buffers come from the
-        // heap and fragment it — writing 10,000,000 rows then peaked at
-        // 53 MB instead of 44, growing all along the file.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: mallopt only changes where later allocations come from;
-        // malloc_trim only returns free heap memory to the system.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-            libc::malloc_trim(0);
-        }
         Ok(())
     }
+
     /// When a run of this job last completed, any input.
     pub fn last_completed_at(&self) -> Result<Option<i64>> {
         Ok(self
@@ -724,6 +619,7 @@ impl Store {
     }
 }
 
+mod answers;
 mod pace;
 mod seen;
 mod verdicts;

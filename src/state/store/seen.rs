@@ -12,7 +12,8 @@
 use super::Store;
 use crate::wechat::RequestKey;
 
-/// 4 MiB: about 1 % false positives at 2.5 M keys, 20 % at 10 M.
+/// 4 MiB: by the Bloom filter formula, about 1 % false positives at 2.5 M
+/// keys and 20 % at 10 M.
 const BITS: usize = 1 << 25;
 /// Bits set per key, taken from the key's own bytes (a SHA-256 prefix).
 const PROBES: usize = 3;
@@ -22,7 +23,7 @@ pub struct KeyFilter {
 }
 
 impl KeyFilter {
-    pub fn new() -> KeyFilter {
+    fn new() -> KeyFilter {
         KeyFilter {
             words: vec![0; BITS / 64],
         }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::outcome::Answer;
 
 fn outcome(row: u64, status: RowStatus, level: Option<u8>) -> RowOutcome {
     RowOutcome {

@@ -1,0 +1,132 @@
+//! The answers index: which stored row holds the answer to a request, for
+//! de-duplication within a run and the cache across runs.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use rusqlite::{OptionalExtension, params};
+
+use super::seen::KeyFilter;
+use super::{Store, to_i64};
+use crate::outcome::{Answer, RiskSource, RowStatus};
+use crate::wechat::RequestKey;
+
+/// The columns of a row's [`Answer`], in the order [`answer_from`] reads them.
+macro_rules! answer_columns {
+    ($table:literal) => {
+        concat!(
+            $table,
+            ".status, ",
+            $table,
+            ".level, ",
+            $table,
+            ".errcode, ",
+            $table,
+            ".code, ",
+            $table,
+            ".message, ",
+            $table,
+            ".request_id, ",
+            $table,
+            ".checked_at"
+        )
+    };
+}
+pub(super) use answer_columns;
+
+/// The [`Answer`] in the columns from `first` on, as `answer_columns!` lists them.
+pub(super) fn answer_from(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Answer> {
+    Ok(Answer {
+        status: RowStatus::from_code(r.get(first)?).unwrap_or(RowStatus::Failed),
+        level: r.get::<_, Option<i64>>(first + 1)?.map(|l| l as u8),
+        errcode: r.get(first + 2)?,
+        code: r.get(first + 3)?,
+        message: r.get(first + 4)?,
+        request_id: r.get(first + 5)?,
+        checked_at: r.get(first + 6)?,
+    })
+}
+
+/// An earlier answer to an identical request.
+#[derive(Debug, Clone)]
+pub struct StoredAnswer {
+    pub run: i64,
+    pub answer: Answer,
+}
+
+impl StoredAnswer {
+    /// How a row of `current_run` may reuse this answer: as a duplicate within
+    /// the same run, from the cache when another run's `ok` answer is younger
+    /// than `ttl` (verdicts like 61010 depend on time), or not at all.
+    pub fn reuse(&self, current_run: Option<i64>, now: i64, ttl: Duration) -> Option<RiskSource> {
+        if current_run == Some(self.run) {
+            return Some(RiskSource::Duplicate);
+        }
+        let fresh =
+            now - self.answer.checked_at <= i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        (fresh && !ttl.is_zero() && self.answer.status == RowStatus::Ok)
+            .then_some(RiskSource::Cache)
+    }
+}
+
+impl Store {
+    /// The answer to an identical request, if one was recorded.
+    pub fn answer(&self, key: &RequestKey) -> Result<Option<StoredAnswer>> {
+        let mut seen = self.seen.borrow_mut();
+        if seen.is_none() {
+            *seen = Some(KeyFilter::of(self)?);
+        }
+        if !seen.as_ref().is_some_and(|filter| filter.may_contain(key)) {
+            return Ok(None);
+        }
+        drop(seen);
+        let stored = |r: &rusqlite::Row| {
+            Ok(StoredAnswer {
+                run: r.get(0)?,
+                answer: answer_from(r, 1)?,
+            })
+        };
+        if let Some(&(run, row)) = self.pending_answers.get(key) {
+            let mut stmt = self.conn.prepare_cached(concat!(
+                "SELECT run, ",
+                answer_columns!("rows"),
+                " FROM rows WHERE run = ?1 AND row = ?2"
+            ))?;
+            return Ok(stmt
+                .query_row(params![run, to_i64(row)], stored)
+                .optional()?);
+        }
+        let mut stmt = self.conn.prepare_cached(concat!(
+            "SELECT a.run, ",
+            answer_columns!("r"),
+            " FROM answers a JOIN rows r ON r.run = a.run AND r.row = a.row WHERE a.key = ?1"
+        ))?;
+        Ok(stmt.query_row([&key[..]], stored).optional()?)
+    }
+
+    /// Records that row `row` of `run` holds the answer to requests with `key`.
+    pub fn put_answer(&mut self, key: &RequestKey, run: i64, row: u64) -> Result<()> {
+        self.begin()?;
+        self.pending_answers.insert(*key, (run, row));
+        if let Some(filter) = self.seen.get_mut() {
+            filter.insert(key);
+        }
+        Ok(())
+    }
+
+    /// Writes the open batch's answers into the index, in key order.
+    pub(super) fn insert_pending_answers(&mut self) -> Result<()> {
+        if self.pending_answers.is_empty() {
+            return Ok(());
+        }
+        let mut answers: Vec<_> = self.pending_answers.drain().collect();
+        answers.sort_unstable_by_key(|a| a.0);
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT OR REPLACE INTO answers (key, run, row) VALUES (?1, ?2, ?3)")?;
+        for (key, (run, row)) in answers {
+            stmt.execute(params![&key[..], run, to_i64(row)])?;
+        }
+        Ok(())
+    }
+}
