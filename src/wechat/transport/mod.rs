@@ -32,6 +32,8 @@ use tokio_rustls::rustls::{self, pki_types::ServerName};
 use crate::redact::{error_chain, redact};
 
 type Sender = SendRequest<Full<Bytes>>;
+/// A request body and its content type.
+type Payload = (&'static str, Vec<u8>);
 
 /// Where requests for one origin go, parsed once.
 pub struct Transport {
@@ -193,7 +195,7 @@ impl Transport {
         &self,
         method: Method,
         path_and_query: &str,
-        body: Option<(&'static str, Vec<u8>)>,
+        body: Option<Payload>,
     ) -> Result<Exchange, String> {
         match tokio::time::timeout(self.timeout, self.send(method, path_and_query, body)).await {
             Ok(result) => result,
@@ -205,7 +207,7 @@ impl Transport {
         &self,
         method: Method,
         path_and_query: &str,
-        body: Option<(&'static str, Vec<u8>)>,
+        body: Option<Payload>,
     ) -> Result<Request<Full<Bytes>>, String> {
         // A plain request through a proxy names the whole URL; a tunnelled
         // one (https) is sent as to the origin.
@@ -237,7 +239,7 @@ impl Transport {
         &self,
         method: Method,
         path_and_query: &str,
-        body: Option<(&'static str, Vec<u8>)>,
+        body: Option<Payload>,
     ) -> Result<Exchange, String> {
         let mut sender = self.connection().await?;
         let mut request = self.request(method, path_and_query, body)?;
