@@ -56,6 +56,20 @@ impl Completions {
     }
 }
 
+/// Calls queued ahead of the call side, in time at the current rate: enough
+/// to keep every slot busy while the runner commits (a commit on a large
+/// store takes 100–300 ms), and little enough that a `--deadline` stop, which
+/// lets the calls handed over finish, ends promptly.
+const QUEUED_AHEAD: Duration = Duration::from_millis(250);
+/// ... but never more than this many orders (memory), nor fewer than two per slot.
+const MAX_QUEUED_AHEAD: usize = 8192;
+
+/// How many calls may be handed over and unfinished at once.
+pub(super) fn orders_ahead(concurrency: usize, rate: u32) -> usize {
+    let at_rate = (f64::from(rate) * QUEUED_AHEAD.as_secs_f64()) as usize;
+    at_rate.min(MAX_QUEUED_AHEAD).max(2 * concurrency)
+}
+
 /// A quarter of the calls in flight: the runner still hears of them long
 /// before the orders queued ahead run out.
 pub(super) fn calls_per_wake(concurrency: usize) -> usize {
@@ -200,4 +214,21 @@ fn call_record(order: &CallOrder, result: &CallResult) -> Option<CallRecord> {
         key,
         requests: result.attempts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_ahead_cover_a_quarter_second_within_bounds() {
+        assert_eq!(orders_ahead(64, 10), 128, "two per slot at a low rate");
+        assert_eq!(orders_ahead(64, 4_000), 1_000);
+        assert_eq!(orders_ahead(64, 1_000_000), MAX_QUEUED_AHEAD);
+        assert_eq!(
+            orders_ahead(10_000, 1_000_000),
+            20_000,
+            "never below two per slot"
+        );
+    }
 }

@@ -314,10 +314,11 @@ impl<'a> Runner<'a> {
         let mut drain_deadline: Option<Instant> = None;
         loop {
             self.check_bounds();
+            let ahead = calls::orders_ahead(concurrency, self.calls.client.pacer.current_rate());
             let mut local = 0;
             // Orders are queued ahead of the call side (which holds the real
             // concurrency limit) so that a commit here never leaves it idle.
-            while self.stop.is_none() && self.in_flight < 2 * concurrency && local < LOCAL_BATCH {
+            while self.stop.is_none() && self.in_flight < ahead && local < LOCAL_BATCH {
                 let Some(row) = self.next_row()? else { break };
                 if self.decide(row)? {
                     local += 1;

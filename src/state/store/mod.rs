@@ -75,6 +75,11 @@ CREATE TABLE IF NOT EXISTS answers (
     run INTEGER NOT NULL,
     row INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS answers_recent (
+    key BLOB PRIMARY KEY,
+    run INTEGER NOT NULL,
+    row INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// A run as the store knows it.
@@ -127,6 +132,9 @@ pub struct Store {
     /// the index's keys are random, and inserting a second's worth sorted
     /// visits its pages in order instead of at random.
     pending_answers: HashMap<RequestKey, (i64, u64)>,
+    /// The slice of the key space whose recent answers the next commit
+    /// moves into the answers index (see `answers::SLICES`).
+    sweep: u32,
 }
 
 /// How often a [`Syncer`] fsyncs the committed writes.
@@ -207,6 +215,7 @@ impl Store {
             failed_commit: None,
             seen: std::cell::RefCell::new(None),
             pending_answers: HashMap::new(),
+            sweep: 0,
         })
     }
 
@@ -317,6 +326,7 @@ impl Store {
         tx.execute("DELETE FROM rows WHERE run = ?1", [run])?;
         tx.execute("DELETE FROM chunks WHERE run = ?1", [run])?;
         tx.execute("DELETE FROM answers WHERE run = ?1", [run])?;
+        tx.execute("DELETE FROM answers_recent WHERE run = ?1", [run])?;
         tx.execute("DELETE FROM runs WHERE id = ?1", [run])?;
         tx.commit()?;
         Ok(())
@@ -324,11 +334,17 @@ impl Store {
 
     /// Drops cached answers older than `cutoff` that no unfinished run needs.
     pub fn prune_answers(&self, cutoff: i64) -> Result<usize> {
-        Ok(self.conn.execute(
-            "DELETE FROM answers WHERE run IN (SELECT id FROM runs WHERE completed_at IS NOT NULL) \
-             AND (SELECT checked_at FROM rows WHERE rows.run = answers.run AND rows.row = answers.row) < ?1",
-            [cutoff],
-        )?)
+        let mut pruned = 0;
+        for table in ["answers", "answers_recent"] {
+            pruned += self.conn.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE run IN (SELECT id FROM runs WHERE completed_at IS NOT NULL) \
+                     AND (SELECT checked_at FROM rows WHERE rows.run = {table}.run AND rows.row = {table}.row) < ?1"
+                ),
+                [cutoff],
+            )?;
+        }
+        Ok(pruned)
     }
 
     pub fn done_chunks(&self, run: i64) -> Result<HashSet<u64>> {
@@ -382,7 +398,7 @@ impl Store {
         if self.in_transaction {
             self.in_transaction = false;
             let committed = self
-                .insert_pending_answers()
+                .write_pending_answers()
                 .and_then(|()| Ok(self.conn.execute_batch("COMMIT")?));
             if let Err(err) = committed {
                 // SQLite may keep the transaction open after a failed COMMIT

@@ -50,7 +50,9 @@ impl KeyFilter {
     /// A filter of every key in the store's answers index.
     pub fn of(store: &Store) -> rusqlite::Result<KeyFilter> {
         let mut filter = KeyFilter::new();
-        let mut stmt = store.conn.prepare("SELECT key FROM answers")?;
+        let mut stmt = store
+            .conn
+            .prepare("SELECT key FROM answers UNION ALL SELECT key FROM answers_recent")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             if let Ok(key) = RequestKey::try_from(row.get_ref(0)?.as_blob()?) {

@@ -148,3 +148,124 @@ fn delete_run_forgets_everything_of_it() {
     assert!(store.find_run("job-abc").unwrap().is_none());
     assert!(store.answer(&[1; 16]).unwrap().is_none());
 }
+
+/// Keys spread over the whole key space, as request digests are.
+fn spread_key(n: u64) -> RequestKey {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+    key[8..].copy_from_slice(&n.to_be_bytes());
+    key
+}
+
+fn count(store: &Store, table: &str) -> i64 {
+    store
+        .conn
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn recent_answers_move_into_the_index_a_slice_per_commit_and_stay_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let run = store.create_run("job-a", "a", "/in.csv", 1000, 1).unwrap();
+    for row in 0..3000 {
+        store
+            .put_row(run.id, &outcome(row, RowStatus::Ok, Some(1)))
+            .unwrap();
+        store.put_answer(&spread_key(row), run.id, row).unwrap();
+    }
+    store.commit().unwrap();
+    let in_index_after_one = count(&store, "answers");
+    assert!(
+        (1..3000 / 4).contains(&in_index_after_one),
+        "one slice moved: {in_index_after_one}"
+    );
+    // Each later commit moves one more slice, while new answers keep coming.
+    for row in 3000..3000 + u64::from(answers::SLICES) {
+        store
+            .put_row(run.id, &outcome(row, RowStatus::Ok, Some(2)))
+            .unwrap();
+        store.put_answer(&spread_key(row), run.id, row).unwrap();
+        store.commit().unwrap();
+        for probe in [0, 1499, 2999, row] {
+            let found = store.answer(&spread_key(probe)).unwrap().unwrap();
+            assert_eq!(found.answer.request_id, Some(format!("r{probe}")));
+        }
+    }
+    assert!(
+        count(&store, "answers") >= 3000,
+        "the first batch moved in full"
+    );
+    assert!(count(&store, "answers_recent") <= i64::from(answers::SLICES));
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    for row in (0..3000 + u64::from(answers::SLICES)).step_by(7) {
+        assert!(
+            store.answer(&spread_key(row)).unwrap().is_some(),
+            "row {row}"
+        );
+    }
+}
+
+#[test]
+fn a_newer_answer_in_the_recent_table_wins_over_the_index_and_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let old = store.create_run("job-a", "a", "/in.csv", 1000, 1).unwrap();
+    let new = store.create_run("job-b", "b", "/in.csv", 1000, 1).unwrap();
+    let key = [0u8; 16];
+    store
+        .put_row(old.id, &outcome(1, RowStatus::Ok, Some(1)))
+        .unwrap();
+    store.put_answer(&key, old.id, 1).unwrap();
+    // Slice 0 (the key's) moves at the first commit.
+    store.commit().unwrap();
+    assert_eq!(count(&store, "answers"), 1);
+    store
+        .put_row(new.id, &outcome(9, RowStatus::Ok, Some(3)))
+        .unwrap();
+    store.put_answer(&key, new.id, 9).unwrap();
+    store.commit().unwrap();
+    assert_eq!(count(&store, "answers_recent"), 1, "slice 1 moved, not 0");
+    assert_eq!(store.answer(&key).unwrap().unwrap().run, new.id);
+    for row in 10..10 + u64::from(answers::SLICES) {
+        store.put_answer(&spread_key(row), new.id, row).unwrap();
+        store.commit().unwrap();
+    }
+    let (run, row): (i64, i64) = store
+        .conn
+        .query_row(
+            "SELECT run, row FROM answers WHERE key = ?1",
+            [&key[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((run, row), (new.id, 9));
+}
+
+#[test]
+fn delete_and_prune_reach_answers_still_in_the_recent_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let run = store.create_run("job-a", "a", "/in.csv", 1000, 1).unwrap();
+    for row in 0..200 {
+        store
+            .put_row(run.id, &outcome(row, RowStatus::Ok, Some(1)))
+            .unwrap();
+        store.put_answer(&spread_key(row), run.id, row).unwrap();
+    }
+    store.set_completed(run.id, 5).unwrap();
+    store.commit().unwrap();
+    assert!(count(&store, "answers_recent") > 0);
+    // Every row was checked at 1000 + row: rows below 1100 are pruned.
+    let pruned = store.prune_answers(1100).unwrap();
+    assert_eq!(pruned, 100);
+    assert!(store.answer(&spread_key(5)).unwrap().is_none());
+    assert!(store.answer(&spread_key(150)).unwrap().is_some());
+    store.delete_run(run.id).unwrap();
+    assert_eq!(
+        count(&store, "answers") + count(&store, "answers_recent"),
+        0
+    );
+}
