@@ -2,7 +2,8 @@
 //!
 //! It holds the runs (job name + input fingerprint), every row's outcome, the
 //! chunks that are done, and the answer of every distinct request (which makes
-//! de-duplication within a run and the cache across runs one lookup). Rows
+//! de-duplication within a run and the cache across runs a lookup; see
+//! `answers.rs` for how that index stays cheap to write as it grows). Rows
 //! are written in batched transactions; a chunk is marked done in the same
 //! transaction as its last row. What a crash takes from the transaction being
 //! built is either decided again locally or, for calls, in the

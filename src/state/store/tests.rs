@@ -164,17 +164,23 @@ fn count(store: &Store, table: &str) -> i64 {
         .unwrap()
 }
 
-#[test]
-fn recent_answers_move_into_the_index_a_slice_per_commit_and_stay_found() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+/// A store with one run whose rows `0..rows` have answers under `spread_key`.
+fn store_with_answers(dir: &Path, rows: u64) -> (Store, RunRecord) {
+    let mut store = Store::open(dir).unwrap();
     let run = store.create_run("job-a", "a", "/in.csv", 1000, 1).unwrap();
-    for row in 0..3000 {
+    for row in 0..rows {
         store
             .put_row(run.id, &outcome(row, RowStatus::Ok, Some(1)))
             .unwrap();
         store.put_answer(&spread_key(row), run.id, row).unwrap();
     }
+    (store, run)
+}
+
+#[test]
+fn recent_answers_move_into_the_index_a_slice_per_commit_and_stay_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, run) = store_with_answers(dir.path(), 3000);
     store.commit().unwrap();
     let in_index_after_one = count(&store, "answers");
     assert!(
@@ -247,14 +253,7 @@ fn a_newer_answer_in_the_recent_table_wins_over_the_index_and_replaces_it() {
 #[test]
 fn delete_and_prune_reach_answers_still_in_the_recent_table() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
-    let run = store.create_run("job-a", "a", "/in.csv", 1000, 1).unwrap();
-    for row in 0..200 {
-        store
-            .put_row(run.id, &outcome(row, RowStatus::Ok, Some(1)))
-            .unwrap();
-        store.put_answer(&spread_key(row), run.id, row).unwrap();
-    }
+    let (mut store, run) = store_with_answers(dir.path(), 200);
     store.set_completed(run.id, 5).unwrap();
     store.commit().unwrap();
     assert!(count(&store, "answers_recent") > 0);
