@@ -149,6 +149,7 @@ pub struct Runner<'a> {
     finished: Arc<Completions>,
     /// Finished calls taken from `finished`, handled in one go.
     taken: Vec<Finished>,
+    finish_rate: calls::FinishRate,
     chunks: Option<Receiver<Result<InputChunk>>>,
     queue: VecDeque<PendingRow>,
     /// Calls decided in this turn of the loop, handed over together.
@@ -199,6 +200,7 @@ impl<'a> Runner<'a> {
                 job.throttle.concurrency as usize,
             ))),
             taken: Vec::new(),
+            finish_rate: calls::FinishRate::new(),
             chunks: None,
             queue: VecDeque::new(),
             orders: Vec::new(),
@@ -314,7 +316,7 @@ impl<'a> Runner<'a> {
         let mut drain_deadline: Option<Instant> = None;
         loop {
             self.check_bounds();
-            let ahead = calls::orders_ahead(concurrency, self.calls.client.pacer.current_rate());
+            let ahead = calls::orders_ahead(concurrency, self.finish_rate.per_second());
             let mut local = 0;
             // Orders are queued ahead of the call side (which holds the real
             // concurrency limit) so that a commit here never leaves it idle.
@@ -354,6 +356,7 @@ impl<'a> Runner<'a> {
                 // committed) in one batch.
                 let mut taken = std::mem::take(&mut self.taken);
                 self.finished.take(POLL_TICK, &mut taken);
+                self.finish_rate.add(taken.len());
                 for finished in taken.drain(..) {
                     self.finish(finished)?;
                 }
