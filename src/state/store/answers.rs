@@ -55,6 +55,22 @@ pub(super) fn answer_from(r: &rusqlite::Row, first: usize) -> rusqlite::Result<A
     })
 }
 
+/// The lookup of a key in one table of the index, with its row's answer.
+macro_rules! lookup_in {
+    ($table:literal) => {
+        concat!(
+            "SELECT a.run, ",
+            answer_columns!("r"),
+            " FROM ",
+            $table,
+            " a JOIN rows r ON r.run = a.run AND r.row = a.row WHERE a.key = ?1"
+        )
+    };
+}
+
+/// The tables of the answers index, the newer answers first.
+pub(super) const INDEX_TABLES: [&str; 2] = ["answers_recent", "answers"];
+
 /// How many commits it takes to move every recent answer into the index:
 /// more slices touch fewer pages of the index per commit, but keep more
 /// answers in `answers_recent`, whose pages every commit touches.
@@ -120,25 +136,30 @@ impl Store {
                 .query_row(params![run, to_i64(row)], stored)
                 .optional()?);
         }
-        // The recent table first: it holds the newer answer when both do.
-        for sql in [
-            concat!(
-                "SELECT a.run, ",
-                answer_columns!("r"),
-                " FROM answers_recent a JOIN rows r ON r.run = a.run AND r.row = a.row WHERE a.key = ?1"
-            ),
-            concat!(
-                "SELECT a.run, ",
-                answer_columns!("r"),
-                " FROM answers a JOIN rows r ON r.run = a.run AND r.row = a.row WHERE a.key = ?1"
-            ),
-        ] {
+        // Newer answers first (`INDEX_TABLES`' order): a lookup per table
+        // costs less than one query over both, which SQLite materialises and sorts.
+        for sql in [lookup_in!("answers_recent"), lookup_in!("answers")] {
             let mut stmt = self.conn.prepare_cached(sql)?;
             if let Some(found) = stmt.query_row([&key[..]], stored).optional()? {
                 return Ok(Some(found));
             }
         }
         Ok(None)
+    }
+
+    /// Drops cached answers older than `cutoff` that no unfinished run needs.
+    pub fn prune_answers(&self, cutoff: i64) -> Result<usize> {
+        let mut pruned = 0;
+        for table in INDEX_TABLES {
+            pruned += self.conn.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE run IN (SELECT id FROM runs WHERE completed_at IS NOT NULL) \
+                     AND (SELECT checked_at FROM rows WHERE rows.run = {table}.run AND rows.row = {table}.row) < ?1"
+                ),
+                [cutoff],
+            )?;
+        }
+        Ok(pruned)
     }
 
     /// Records that row `row` of `run` holds the answer to requests with `key`.

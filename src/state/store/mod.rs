@@ -129,9 +129,9 @@ pub struct Store {
     failed_commit: Option<String>,
     /// The keys of the answers index, built at the first lookup.
     seen: std::cell::RefCell<Option<KeyFilter>>,
-    /// Answers of the open batch, inserted in key order when it commits:
-    /// the index's keys are random, and inserting a second's worth sorted
-    /// visits its pages in order instead of at random.
+    /// Answers of the open batch, written in key order when it commits
+    /// (see `answers.rs`): the index's keys are random, and a second's worth
+    /// inserted sorted visits pages in order instead of at random.
     pending_answers: HashMap<RequestKey, (i64, u64)>,
     /// The slice of the key space whose recent answers the next commit
     /// moves into the answers index (see `answers::SLICES`).
@@ -326,26 +326,12 @@ impl Store {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM rows WHERE run = ?1", [run])?;
         tx.execute("DELETE FROM chunks WHERE run = ?1", [run])?;
-        tx.execute("DELETE FROM answers WHERE run = ?1", [run])?;
-        tx.execute("DELETE FROM answers_recent WHERE run = ?1", [run])?;
+        for table in answers::INDEX_TABLES {
+            tx.execute(&format!("DELETE FROM {table} WHERE run = ?1"), [run])?;
+        }
         tx.execute("DELETE FROM runs WHERE id = ?1", [run])?;
         tx.commit()?;
         Ok(())
-    }
-
-    /// Drops cached answers older than `cutoff` that no unfinished run needs.
-    pub fn prune_answers(&self, cutoff: i64) -> Result<usize> {
-        let mut pruned = 0;
-        for table in ["answers", "answers_recent"] {
-            pruned += self.conn.execute(
-                &format!(
-                    "DELETE FROM {table} WHERE run IN (SELECT id FROM runs WHERE completed_at IS NOT NULL) \
-                     AND (SELECT checked_at FROM rows WHERE rows.run = {table}.run AND rows.row = {table}.row) < ?1"
-                ),
-                [cutoff],
-            )?;
-        }
-        Ok(pruned)
     }
 
     pub fn done_chunks(&self, run: i64) -> Result<HashSet<u64>> {

@@ -268,3 +268,65 @@ fn delete_and_prune_reach_answers_still_in_the_recent_table() {
         0
     );
 }
+
+#[test]
+fn a_store_from_before_the_recent_table_keeps_its_answers_and_gains_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, run) = store_with_answers(dir.path(), 50);
+    store.commit().unwrap();
+    // What an earlier version left: every answer in `answers`, no recent table.
+    store
+        .conn
+        .execute_batch(
+            "INSERT OR REPLACE INTO answers SELECT * FROM answers_recent; DROP TABLE answers_recent;",
+        )
+        .unwrap();
+    drop(store);
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(count(&store, "answers"), 50);
+    assert_eq!(count(&store, "answers_recent"), 0);
+    for row in 0..50 {
+        let found = store.answer(&spread_key(row)).unwrap().unwrap();
+        assert_eq!(found.answer.request_id, Some(format!("r{row}")));
+    }
+    store
+        .put_row(run.id, &outcome(50, RowStatus::Ok, Some(2)))
+        .unwrap();
+    store.put_answer(&spread_key(50), run.id, 50).unwrap();
+    store.commit().unwrap();
+    assert!(store.answer(&spread_key(50)).unwrap().is_some());
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    /// Any sequence of answers (keys reused, commits anywhere) is found as
+    /// the last answer given for each key, before and after reopening.
+    #[test]
+    fn the_index_always_gives_the_last_answer_of_each_key(
+        keys in proptest::collection::vec(proptest::prelude::any::<RequestKey>(), 1..12),
+        steps in proptest::collection::vec((0usize..12, proptest::prelude::any::<bool>()), 1..80),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let run = store.create_run("job-a", "a", "/in.csv", 1000, 1).unwrap();
+        let mut last = HashMap::new();
+        for (row, (pick, commit)) in steps.into_iter().enumerate() {
+            let (row, key) = (row as u64, keys[pick % keys.len()]);
+            store.put_row(run.id, &outcome(row, RowStatus::Ok, Some(1))).unwrap();
+            store.put_answer(&key, run.id, row).unwrap();
+            last.insert(key, row);
+            if commit {
+                store.commit().unwrap();
+            }
+            let found = store.answer(&key).unwrap().unwrap();
+            proptest::prop_assert_eq!(found.answer.request_id, Some(format!("r{row}")));
+        }
+        store.commit().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        for (key, row) in last {
+            let found = store.answer(&key).unwrap().unwrap();
+            proptest::prop_assert_eq!(found.answer.request_id, Some(format!("r{row}")));
+        }
+    }
+}
