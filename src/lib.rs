@@ -16,6 +16,7 @@ pub mod duration;
 pub mod estimate;
 pub mod exit;
 pub mod generator;
+mod heap;
 pub mod input;
 pub mod job;
 pub mod outcome;
@@ -52,6 +53,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             };
         }
     };
+    heap::fix_mmap_threshold();
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Run(args) => cmd::run::execute(args, cli.log_format),

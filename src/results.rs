@@ -28,7 +28,8 @@ pub fn write_results(
     partial: bool,
 ) -> Result<(Vec<PathBuf>, Found)> {
     store.shrink_cache()?;
-    heap_for_output_pass();
+    // What SQLite just freed would otherwise stay in the heap through the pass.
+    crate::heap::release_free_pages();
     let masker = if job.output.mask.is_empty() {
         None
     } else {
@@ -153,22 +154,6 @@ pub fn write_results(
     store.set_clusters(run.id, &serde_json::to_string(&found)?)?;
     store.commit()?;
     Ok((paths, found))
-}
-
-/// Readies the heap for the output pass. glibc keeps what SQLite just freed
-/// unless asked, and the pass would peak that much higher. And a fixed mmap
-/// threshold: glibc's own rises with every large buffer freed (the Parquet
-/// writer's pages), after which such buffers come from the heap and fragment
-/// it — writing 10,000,000 rows then peaked at 53 MB instead of 44, growing
-/// all along the file.
-fn heap_for_output_pass() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes where later allocations come from;
-    // malloc_trim only returns free heap memory to the system.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        libc::malloc_trim(0);
-    }
 }
 
 /// The input columns the clusters are counted on, and how they are masked.
