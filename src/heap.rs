@@ -4,7 +4,7 @@
 //! glibc raises its mmap threshold each time a large buffer is freed; from
 //! then on such buffers (the Parquet writer's pages) come from the heap, and
 //! the holes they leave are kept. With only a fixed threshold set for the
-//! output pass, `run` on 10,000,000 rows peaked at 53–56 MiB, growing along
+//! output pass, `run` on 10,000,000 rows peaked at 53 MiB, growing along
 //! the output pass; with the threshold fixed from the start and the free
 //! pages handed back after each row group, at 47–48 (1,000,000 rows: 43–47).
 

@@ -234,12 +234,11 @@ impl ParquetThread {
         let thread = std::thread::Builder::new()
             .name("riskbatch-parquet".into())
             .spawn(move || {
-                let mut row_groups = 0;
                 for batch in received {
+                    let flushed = writer.flushed_row_groups().len();
                     writer.write(&batch)?;
-                    if writer.flushed_row_groups().len() > row_groups {
+                    if writer.flushed_row_groups().len() > flushed {
                         // A row group was just written out: its pages are free.
-                        row_groups = writer.flushed_row_groups().len();
                         crate::heap::release_free_pages();
                     }
                 }

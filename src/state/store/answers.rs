@@ -55,21 +55,22 @@ pub(super) fn answer_from(r: &rusqlite::Row, first: usize) -> rusqlite::Result<A
     })
 }
 
-/// The lookup of a key in one table of the index, with its row's answer.
-macro_rules! lookup_in {
-    ($table:literal) => {
-        concat!(
-            "SELECT a.run, ",
-            answer_columns!("r"),
-            " FROM ",
-            $table,
-            " a JOIN rows r ON r.run = a.run AND r.row = a.row WHERE a.key = ?1"
-        )
-    };
-}
-
 /// The tables of the answers index, the newer answers first.
 pub(super) const INDEX_TABLES: [&str; 2] = ["answers_recent", "answers"];
+
+/// The lookup of a key in each of `INDEX_TABLES`, with its row's answer.
+static INDEX_LOOKUPS: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+    INDEX_TABLES.map(|table| {
+        format!(
+            concat!(
+                "SELECT a.run, ",
+                answer_columns!("r"),
+                " FROM {} a JOIN rows r ON r.run = a.run AND r.row = a.row WHERE a.key = ?1"
+            ),
+            table
+        )
+    })
+});
 
 /// How many commits it takes to move every recent answer into the index:
 /// more slices touch fewer pages of the index per commit, but keep more
@@ -136,9 +137,9 @@ impl Store {
                 .query_row(params![run, to_i64(row)], stored)
                 .optional()?);
         }
-        // Newer answers first (`INDEX_TABLES`' order): a lookup per table
-        // costs less than one query over both, which SQLite materialises and sorts.
-        for sql in [lookup_in!("answers_recent"), lookup_in!("answers")] {
+        // Newer answers first: a lookup per table costs less than one query
+        // over both, which SQLite materialises and sorts.
+        for sql in INDEX_LOOKUPS.iter() {
             let mut stmt = self.conn.prepare_cached(sql)?;
             if let Some(found) = stmt.query_row([&key[..]], stored).optional()? {
                 return Ok(Some(found));

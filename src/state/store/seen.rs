@@ -10,6 +10,7 @@
 //! never a wrong answer.
 
 use super::Store;
+use super::answers::INDEX_TABLES;
 use crate::wechat::RequestKey;
 
 /// 8 MiB: by the Bloom filter formula, about 1 % false positives at 5 M
@@ -51,13 +52,13 @@ impl KeyFilter {
     /// A filter of every key in the store's answers index.
     pub fn of(store: &Store) -> rusqlite::Result<KeyFilter> {
         let mut filter = KeyFilter::new();
-        let mut stmt = store
-            .conn
-            .prepare("SELECT key FROM answers UNION ALL SELECT key FROM answers_recent")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            if let Ok(key) = RequestKey::try_from(row.get_ref(0)?.as_blob()?) {
-                filter.insert(&key);
+        for table in INDEX_TABLES {
+            let mut stmt = store.conn.prepare(&format!("SELECT key FROM {table}"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                if let Ok(key) = RequestKey::try_from(row.get_ref(0)?.as_blob()?) {
+                    filter.insert(&key);
+                }
             }
         }
         for key in store.pending_answers.keys() {

@@ -139,14 +139,20 @@ fn delete_run_forgets_everything_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
     let run = store.create_run("job-abc", "abc", "/in.csv", 2, 1).unwrap();
-    store
-        .put_row(run.id, &outcome(1, RowStatus::Ok, Some(1)))
-        .unwrap();
-    store.put_answer(&[1; 16], run.id, 1).unwrap();
+    put_answered(&mut store, run.id, 1, &[1; 16], 1);
     store.commit().unwrap();
     store.delete_run(run.id).unwrap();
     assert!(store.find_run("job-abc").unwrap().is_none());
     assert!(store.answer(&[1; 16]).unwrap().is_none());
+}
+
+/// Row `row` of `run` answered at `level`, and its answer indexed under
+/// `key`, as the runner records a finished call.
+fn put_answered(store: &mut Store, run: i64, row: u64, key: &RequestKey, level: u8) {
+    store
+        .put_row(run, &outcome(row, RowStatus::Ok, Some(level)))
+        .unwrap();
+    store.put_answer(key, run, row).unwrap();
 }
 
 /// Keys spread over the whole key space, as request digests are.
@@ -169,10 +175,7 @@ fn store_with_answers(dir: &Path, rows: u64) -> (Store, RunRecord) {
     let mut store = Store::open(dir).unwrap();
     let run = store.create_run("job-a", "a", "/in.csv", 1000, 1).unwrap();
     for row in 0..rows {
-        store
-            .put_row(run.id, &outcome(row, RowStatus::Ok, Some(1)))
-            .unwrap();
-        store.put_answer(&spread_key(row), run.id, row).unwrap();
+        put_answered(&mut store, run.id, row, &spread_key(row), 1);
     }
     (store, run)
 }
@@ -189,10 +192,7 @@ fn recent_answers_move_into_the_index_a_slice_per_commit_and_stay_found() {
     );
     // Each later commit moves one more slice, while new answers keep coming.
     for row in 3000..3000 + u64::from(answers::SLICES) {
-        store
-            .put_row(run.id, &outcome(row, RowStatus::Ok, Some(2)))
-            .unwrap();
-        store.put_answer(&spread_key(row), run.id, row).unwrap();
+        put_answered(&mut store, run.id, row, &spread_key(row), 2);
         store.commit().unwrap();
         for probe in [0, 1499, 2999, row] {
             let found = store.answer(&spread_key(probe)).unwrap().unwrap();
@@ -221,17 +221,11 @@ fn a_newer_answer_in_the_recent_table_wins_over_the_index_and_replaces_it() {
     let old = store.create_run("job-a", "a", "/in.csv", 1000, 1).unwrap();
     let new = store.create_run("job-b", "b", "/in.csv", 1000, 1).unwrap();
     let key = [0u8; 16];
-    store
-        .put_row(old.id, &outcome(1, RowStatus::Ok, Some(1)))
-        .unwrap();
-    store.put_answer(&key, old.id, 1).unwrap();
+    put_answered(&mut store, old.id, 1, &key, 1);
     // Slice 0 (the key's) moves at the first commit.
     store.commit().unwrap();
     assert_eq!(count(&store, "answers"), 1);
-    store
-        .put_row(new.id, &outcome(9, RowStatus::Ok, Some(3)))
-        .unwrap();
-    store.put_answer(&key, new.id, 9).unwrap();
+    put_answered(&mut store, new.id, 9, &key, 3);
     store.commit().unwrap();
     assert_eq!(count(&store, "answers_recent"), 1, "slice 1 moved, not 0");
     assert_eq!(store.answer(&key).unwrap().unwrap().run, new.id);
@@ -289,10 +283,7 @@ fn a_store_from_before_the_recent_table_keeps_its_answers_and_gains_the_table() 
         let found = store.answer(&spread_key(row)).unwrap().unwrap();
         assert_eq!(found.answer.request_id, Some(format!("r{row}")));
     }
-    store
-        .put_row(run.id, &outcome(50, RowStatus::Ok, Some(2)))
-        .unwrap();
-    store.put_answer(&spread_key(50), run.id, 50).unwrap();
+    put_answered(&mut store, run.id, 50, &spread_key(50), 2);
     store.commit().unwrap();
     assert!(store.answer(&spread_key(50)).unwrap().is_some());
 }
@@ -312,8 +303,7 @@ proptest::proptest! {
         let mut last = HashMap::new();
         for (row, (pick, commit)) in steps.into_iter().enumerate() {
             let (row, key) = (row as u64, keys[pick % keys.len()]);
-            store.put_row(run.id, &outcome(row, RowStatus::Ok, Some(1))).unwrap();
-            store.put_answer(&key, run.id, row).unwrap();
+            put_answered(&mut store, run.id, row, &key, 1);
             last.insert(key, row);
             if commit {
                 store.commit().unwrap();
@@ -328,5 +318,44 @@ proptest::proptest! {
             let found = store.answer(&key).unwrap().unwrap();
             proptest::prop_assert_eq!(found.answer.request_id, Some(format!("r{row}")));
         }
+    }
+}
+
+#[test]
+fn odd_entries_in_the_recent_table_neither_fail_commits_nor_hide_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, run) = store_with_answers(dir.path(), 20);
+    store.commit().unwrap();
+    // A damaged or hand-edited store: a key of the wrong length, and an
+    // answer whose row is gone.
+    let gone: String = spread_key(100).iter().map(|b| format!("{b:02x}")).collect();
+    store
+        .conn
+        .execute_batch(&format!(
+            "INSERT INTO answers_recent VALUES (x'0102', {id}, 1);
+             INSERT INTO answers_recent VALUES (x'{gone}', {id}, 999);",
+            id = run.id
+        ))
+        .unwrap();
+    drop(store);
+    let mut store = Store::open(dir.path()).unwrap();
+    assert!(store.answer(&spread_key(100)).unwrap().is_none());
+    for row in 20..20 + u64::from(answers::SLICES) {
+        put_answered(&mut store, run.id, row, &spread_key(row), 1);
+        store.commit().unwrap();
+    }
+    let odd_left: i64 = store
+        .conn
+        .query_row(
+            &format!("SELECT count(*) FROM answers_recent WHERE key IN (x'0102', x'{gone}')"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(odd_left, 0, "their slices moved like any other");
+    assert!(store.answer(&spread_key(100)).unwrap().is_none());
+    for row in 0..20 + u64::from(answers::SLICES) {
+        let found = store.answer(&spread_key(row)).unwrap().unwrap();
+        assert_eq!(found.answer.request_id, Some(format!("r{row}")));
     }
 }
