@@ -76,10 +76,12 @@ CREATE TABLE IF NOT EXISTS answers (
     run INTEGER NOT NULL,
     row INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS answers_recent (
-    key BLOB PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS answers_fresh (
+    gen INTEGER NOT NULL,
+    key BLOB NOT NULL,
     run INTEGER NOT NULL,
-    row INTEGER NOT NULL
+    row INTEGER NOT NULL,
+    PRIMARY KEY (gen, key)
 ) WITHOUT ROWID;
 ";
 
@@ -133,9 +135,9 @@ pub struct Store {
     /// (see `answers.rs`): the index's keys are random, and a second's worth
     /// inserted sorted visits pages in order instead of at random.
     pending_answers: HashMap<RequestKey, (i64, u64)>,
-    /// The slice of the key space whose recent answers the next commit
-    /// moves into the answers index (see `answers::SLICES`).
-    sweep: u32,
+    /// Which generations of fresh answers may hold each slice of the key
+    /// space (see `answers.rs`).
+    gens: answers::Generations,
 }
 
 /// How often a [`Syncer`] fsyncs the committed writes.
@@ -209,6 +211,8 @@ impl Store {
             // It holds openids and unmasked columns.
             let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
         }
+        let gens = answers::Generations::of(&conn)
+            .with_context(|| format!("reading the checkpoint store {}", path.display()))?;
         Ok(Store {
             conn,
             path,
@@ -216,7 +220,7 @@ impl Store {
             failed_commit: None,
             seen: std::cell::RefCell::new(None),
             pending_answers: HashMap::new(),
-            sweep: 0,
+            gens,
         })
     }
 
@@ -240,6 +244,7 @@ impl Store {
         conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         conn.execute_batch(SCHEMA)?;
         add_missing_columns(&conn)?;
+        answers::fold_recent_table(&conn)?;
         // A damaged file can open and still fail on its first real read.
         conn.query_row("SELECT count(*) FROM runs", [], |_| Ok(()))?;
         conn.set_prepared_statement_cache_capacity(32);
@@ -382,12 +387,21 @@ impl Store {
         if let Some(failed) = &self.failed_commit {
             anyhow::bail!("{failed}");
         }
-        if self.in_transaction {
-            self.in_transaction = false;
-            let committed = self
-                .write_pending_answers()
-                .and_then(|()| Ok(self.conn.execute_batch("COMMIT")?));
-            if let Err(err) = committed {
+        if !self.in_transaction {
+            return Ok(());
+        }
+        self.in_transaction = false;
+        let committed = self
+            .write_pending_answers()
+            .and_then(|written| Ok((written, self.conn.execute_batch("COMMIT")?)));
+        match committed {
+            Ok((written, ())) => {
+                if let Some(written) = written {
+                    self.answers_committed(written);
+                }
+                Ok(())
+            }
+            Err(err) => {
                 // SQLite may keep the transaction open after a failed COMMIT
                 // (a full disk); committing it later along with new writes
                 // counted its calls twice.
@@ -399,10 +413,9 @@ impl Store {
                     self.path.display()
                 );
                 self.failed_commit = Some(message.clone());
-                anyhow::bail!(message);
+                anyhow::bail!(message)
             }
         }
-        Ok(())
     }
 
     /// Commits and fsyncs everything written so far.

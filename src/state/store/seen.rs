@@ -9,60 +9,141 @@
 //! is fixed: on a list larger than it was sized for, more lookups happen,
 //! never a wrong answer.
 
+use std::collections::BTreeMap;
+
 use super::Store;
-use super::answers::INDEX_TABLES;
 use crate::wechat::RequestKey;
 
 /// 8 MiB: by the Bloom filter formula, about 1 % false positives at 5 M
 /// keys and 5 % at 10 M. At 4 MiB (20 % at 10 M) the lookups of false
 /// positives made 10 M rows 6–9 % slower than this, for 4 MiB less memory.
 const BITS: usize = 1 << 26;
+/// Bits per key of a generation's filter: 3 % false positives.
+const GENERATION_BITS_PER_KEY: usize = 8;
 /// Bits set per key, taken from the key's own bytes (a SHA-256 prefix).
 const PROBES: usize = 3;
 
-pub struct KeyFilter {
+/// A Bloom filter whose probes are read from the key's bytes at `offset`.
+pub(super) struct Bloom {
     words: Vec<u64>,
+    offset: usize,
 }
 
-impl KeyFilter {
-    fn new() -> KeyFilter {
-        KeyFilter {
-            words: vec![0; BITS / 64],
+impl Bloom {
+    /// `bits` rounded up to a multiple of 64.
+    fn new(bits: usize, offset: usize) -> Bloom {
+        Bloom {
+            words: vec![0; bits.div_ceil(64).max(1)],
+            offset,
         }
     }
 
-    fn positions(key: &RequestKey) -> impl Iterator<Item = usize> + '_ {
+    fn positions(&self, key: &RequestKey) -> impl Iterator<Item = usize> + use<> {
+        let (offset, bits) = (self.offset, (self.words.len() * 64) as u64);
+        let key = *key;
         (0..PROBES).map(move |i| {
-            let bytes: [u8; 4] = key[i * 4..i * 4 + 4].try_into().expect("4 bytes");
-            u32::from_le_bytes(bytes) as usize % BITS
+            let at = offset + i * 4;
+            let bytes: [u8; 4] = key[at..at + 4].try_into().expect("4 bytes");
+            // A hash scaled onto `0..bits`, without a division.
+            ((u64::from(u32::from_le_bytes(bytes)) * bits) >> 32) as usize
         })
     }
 
-    pub fn insert(&mut self, key: &RequestKey) {
-        for bit in Self::positions(key) {
+    fn insert(&mut self, key: &RequestKey) {
+        for bit in self.positions(key) {
             self.words[bit / 64] |= 1 << (bit % 64);
         }
     }
 
     /// False when `key` was certainly never inserted.
+    fn may_contain(&self, key: &RequestKey) -> bool {
+        self.positions(key)
+            .all(|bit| self.words[bit / 64] & (1 << (bit % 64)) != 0)
+    }
+
+    /// A filter of one generation's `keys`.
+    pub(super) fn of_generation<'k>(keys: impl ExactSizeIterator<Item = &'k RequestKey>) -> Bloom {
+        // The first two bytes choose the slice: the probes read past them.
+        let mut bloom = Bloom::new(keys.len().max(1) * GENERATION_BITS_PER_KEY, 4);
+        for key in keys {
+            bloom.insert(key);
+        }
+        bloom
+    }
+}
+
+/// Filters of the keys in the answers index: one of them all, and one per
+/// generation of `answers_fresh`, dropped once the generation has moved.
+pub struct KeyFilter {
+    all: Bloom,
+    generations: BTreeMap<i64, Bloom>,
+}
+
+impl KeyFilter {
+    fn new() -> KeyFilter {
+        KeyFilter {
+            all: Bloom::new(BITS, 0),
+            generations: BTreeMap::new(),
+        }
+    }
+
+    pub fn insert(&mut self, key: &RequestKey) {
+        self.all.insert(key);
+    }
+
+    /// False when `key` was certainly never inserted.
     pub fn may_contain(&self, key: &RequestKey) -> bool {
-        Self::positions(key).all(|bit| self.words[bit / 64] & (1 << (bit % 64)) != 0)
+        self.all.may_contain(key)
+    }
+
+    /// False when `key` is certainly not in generation `generation`.
+    pub fn generation_may_contain(&self, generation: i64, key: &RequestKey) -> bool {
+        self.generations
+            .get(&generation)
+            .is_none_or(|bloom| bloom.may_contain(key))
+    }
+
+    pub(super) fn add_generation(&mut self, generation: i64, bloom: Bloom) {
+        self.generations.insert(generation, bloom);
+    }
+
+    /// Generations up to `generation` moved into the index in full.
+    pub fn forget_generations_through(&mut self, generation: i64) {
+        self.generations = self.generations.split_off(&(generation + 1));
     }
 
     /// A filter of every key in the store's answers index.
     pub fn of(store: &Store) -> rusqlite::Result<KeyFilter> {
         let mut filter = KeyFilter::new();
-        for table in INDEX_TABLES {
-            let mut stmt = store.conn.prepare(&format!("SELECT key FROM {table}"))?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                if let Ok(key) = RequestKey::try_from(row.get_ref(0)?.as_blob()?) {
-                    filter.insert(&key);
-                }
+        let mut stmt = store.conn.prepare("SELECT key FROM answers")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            if let Ok(key) = RequestKey::try_from(row.get_ref(0)?.as_blob()?) {
+                filter.all.insert(&key);
             }
         }
+        let mut stmt = store
+            .conn
+            .prepare("SELECT gen, count(*) FROM answers_fresh GROUP BY gen")?;
+        let sizes = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut stmt = store
+            .conn
+            .prepare_cached("SELECT key FROM answers_fresh WHERE gen = ?1")?;
+        for (generation, size) in sizes {
+            let mut bloom = Bloom::new(size as usize * GENERATION_BITS_PER_KEY, 4);
+            let mut rows = stmt.query([generation])?;
+            while let Some(row) = rows.next()? {
+                if let Ok(key) = RequestKey::try_from(row.get_ref(0)?.as_blob()?) {
+                    filter.all.insert(&key);
+                    bloom.insert(&key);
+                }
+            }
+            filter.generations.insert(generation, bloom);
+        }
         for key in store.pending_answers.keys() {
-            filter.insert(key);
+            filter.all.insert(key);
         }
         Ok(filter)
     }
@@ -89,5 +170,35 @@ mod tests {
             .filter(|n| filter.may_contain(&key(*n)))
             .count();
         assert!(false_positives < 10, "{false_positives}");
+    }
+
+    #[test]
+    fn a_generation_finds_its_keys_until_forgotten() {
+        let mut filter = KeyFilter::new();
+        let keys: Vec<_> = (0..40_000).map(key).collect();
+        for (generation, keys) in keys.chunks(10_000).enumerate() {
+            filter.add_generation(generation as i64, Bloom::of_generation(keys.iter()));
+        }
+        assert!(
+            keys[10_000..20_000]
+                .iter()
+                .all(|k| filter.generation_may_contain(1, k))
+        );
+        let strangers = keys[20_000..]
+            .iter()
+            .filter(|k| filter.generation_may_contain(1, k))
+            .count();
+        // 8 bits per key: 3 % of 20,000 by the formula.
+        assert!(strangers < 900, "{strangers}");
+        filter.forget_generations_through(2);
+        assert!(
+            keys.iter().all(|k| filter.generation_may_contain(1, k)),
+            "unknown: may hold"
+        );
+        assert!(
+            keys[30_000..]
+                .iter()
+                .all(|k| filter.generation_may_contain(3, k))
+        );
     }
 }

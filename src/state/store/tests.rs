@@ -181,7 +181,7 @@ fn store_with_answers(dir: &Path, rows: u64) -> (Store, RunRecord) {
 }
 
 #[test]
-fn recent_answers_move_into_the_index_a_slice_per_commit_and_stay_found() {
+fn fresh_answers_move_into_the_index_a_slice_per_commit_and_stay_found() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, run) = store_with_answers(dir.path(), 3000);
     store.commit().unwrap();
@@ -191,7 +191,7 @@ fn recent_answers_move_into_the_index_a_slice_per_commit_and_stay_found() {
         "one slice moved: {in_index_after_one}"
     );
     // Each later commit moves one more slice, while new answers keep coming.
-    for row in 3000..3000 + u64::from(answers::SLICES) {
+    for row in 3000..3000 + answers::SLICES as u64 {
         put_answered(&mut store, run.id, row, &spread_key(row), 2);
         store.commit().unwrap();
         for probe in [0, 1499, 2999, row] {
@@ -203,10 +203,10 @@ fn recent_answers_move_into_the_index_a_slice_per_commit_and_stay_found() {
         count(&store, "answers") >= 3000,
         "the first batch moved in full"
     );
-    assert!(count(&store, "answers_recent") <= i64::from(answers::SLICES));
+    assert!(count(&store, "answers_fresh") <= answers::SLICES as i64);
     drop(store);
     let store = Store::open(dir.path()).unwrap();
-    for row in (0..3000 + u64::from(answers::SLICES)).step_by(7) {
+    for row in (0..3000 + answers::SLICES as u64).step_by(7) {
         assert!(
             store.answer(&spread_key(row)).unwrap().is_some(),
             "row {row}"
@@ -215,7 +215,42 @@ fn recent_answers_move_into_the_index_a_slice_per_commit_and_stay_found() {
 }
 
 #[test]
-fn a_newer_answer_in_the_recent_table_wins_over_the_index_and_replaces_it() {
+fn runs_of_one_commit_each_still_move_every_slice_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Store::open(dir.path())
+        .unwrap()
+        .create_run("job-a", "a", "/in.csv", 1000, 1)
+        .unwrap();
+    // As from cron: a process, a commit, an exit.
+    for process in 0..3 * answers::SLICES as u64 {
+        let mut store = Store::open(dir.path()).unwrap();
+        for row in process * 100..process * 100 + 100 {
+            put_answered(&mut store, run.id, row, &spread_key(row), 1);
+        }
+        store.commit().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let (oldest, newest): (i64, i64) = store
+        .conn
+        .query_row("SELECT MIN(gen), MAX(gen) FROM answers_fresh", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(newest, 3 * answers::SLICES as i64);
+    assert!(
+        newest - oldest < answers::SLICES as i64,
+        "generations {oldest}..={newest} left"
+    );
+    for row in (0..3 * answers::SLICES as u64 * 100).step_by(37) {
+        assert!(
+            store.answer(&spread_key(row)).unwrap().is_some(),
+            "row {row}"
+        );
+    }
+}
+
+#[test]
+fn a_newer_answer_in_the_fresh_table_wins_over_the_index_and_replaces_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
     let old = store.create_run("job-a", "a", "/in.csv", 1000, 1).unwrap();
@@ -227,9 +262,9 @@ fn a_newer_answer_in_the_recent_table_wins_over_the_index_and_replaces_it() {
     assert_eq!(count(&store, "answers"), 1);
     put_answered(&mut store, new.id, 9, &key, 3);
     store.commit().unwrap();
-    assert_eq!(count(&store, "answers_recent"), 1, "slice 1 moved, not 0");
+    assert_eq!(count(&store, "answers_fresh"), 1, "slice 1 moved, not 0");
     assert_eq!(store.answer(&key).unwrap().unwrap().run, new.id);
-    for row in 10..10 + u64::from(answers::SLICES) {
+    for row in 10..10 + answers::SLICES as u64 {
         store.put_answer(&spread_key(row), new.id, row).unwrap();
         store.commit().unwrap();
     }
@@ -245,68 +280,94 @@ fn a_newer_answer_in_the_recent_table_wins_over_the_index_and_replaces_it() {
 }
 
 #[test]
-fn delete_and_prune_reach_answers_still_in_the_recent_table() {
+fn delete_and_prune_reach_answers_still_in_the_fresh_table() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, run) = store_with_answers(dir.path(), 200);
     store.set_completed(run.id, 5).unwrap();
     store.commit().unwrap();
-    assert!(count(&store, "answers_recent") > 0);
+    assert!(count(&store, "answers_fresh") > 0);
     // Every row was checked at 1000 + row: rows below 1100 are pruned.
     let pruned = store.prune_answers(1100).unwrap();
     assert_eq!(pruned, 100);
     assert!(store.answer(&spread_key(5)).unwrap().is_none());
     assert!(store.answer(&spread_key(150)).unwrap().is_some());
     store.delete_run(run.id).unwrap();
-    assert_eq!(
-        count(&store, "answers") + count(&store, "answers_recent"),
-        0
-    );
+    assert_eq!(count(&store, "answers") + count(&store, "answers_fresh"), 0);
 }
 
 #[test]
-fn a_store_from_before_the_recent_table_keeps_its_answers_and_gains_the_table() {
+fn a_store_from_before_generations_keeps_its_answers_the_newer_winning() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, run) = store_with_answers(dir.path(), 50);
     store.commit().unwrap();
-    // What an earlier version left: every answer in `answers`, no recent table.
+    // What an earlier version left: answers in `answers` and in a recent
+    // table keyed by the request alone, where a newer answer to key 7 sits.
     store
         .conn
-        .execute_batch(
-            "INSERT OR REPLACE INTO answers SELECT * FROM answers_recent; DROP TABLE answers_recent;",
-        )
+        .execute_batch(&format!(
+            "INSERT OR REPLACE INTO answers SELECT key, run, row FROM answers_fresh;
+             DELETE FROM answers_fresh;
+             CREATE TABLE answers_recent (key BLOB PRIMARY KEY, run INTEGER NOT NULL, row INTEGER NOT NULL) WITHOUT ROWID;
+             INSERT INTO answers_recent VALUES (x'{}', {}, 60);",
+            hex(&spread_key(7)),
+            run.id
+        ))
         .unwrap();
+    store
+        .put_row(run.id, &outcome(60, RowStatus::Ok, Some(2)))
+        .unwrap();
+    store.commit().unwrap();
     drop(store);
     let mut store = Store::open(dir.path()).unwrap();
     assert_eq!(count(&store, "answers"), 50);
-    assert_eq!(count(&store, "answers_recent"), 0);
+    let tables: i64 = store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'answers_recent'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0);
     for row in 0..50 {
         let found = store.answer(&spread_key(row)).unwrap().unwrap();
-        assert_eq!(found.answer.request_id, Some(format!("r{row}")));
+        let expected = if row == 7 { 60 } else { row };
+        assert_eq!(found.answer.request_id, Some(format!("r{expected}")));
     }
     put_answered(&mut store, run.id, 50, &spread_key(50), 2);
     store.commit().unwrap();
     assert!(store.answer(&spread_key(50)).unwrap().is_some());
 }
 
+fn hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
-    /// Any sequence of answers (keys reused, commits anywhere) is found as
-    /// the last answer given for each key, before and after reopening.
+    /// Any sequence of answers (keys reused, commits and restarts anywhere)
+    /// is found as the last answer given for each key, before and after
+    /// reopening.
     #[test]
     fn the_index_always_gives_the_last_answer_of_each_key(
         keys in proptest::collection::vec(proptest::prelude::any::<RequestKey>(), 1..12),
-        steps in proptest::collection::vec((0usize..12, proptest::prelude::any::<bool>()), 1..80),
+        steps in proptest::collection::vec((0usize..12, 0u8..8), 1..120),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         let run = store.create_run("job-a", "a", "/in.csv", 1000, 1).unwrap();
         let mut last = HashMap::new();
-        for (row, (pick, commit)) in steps.into_iter().enumerate() {
+        for (row, (pick, then)) in steps.into_iter().enumerate() {
             let (row, key) = (row as u64, keys[pick % keys.len()]);
             put_answered(&mut store, run.id, row, &key, 1);
             last.insert(key, row);
-            if commit {
-                store.commit().unwrap();
+            match then {
+                0..=3 => store.commit().unwrap(),
+                4 => {
+                    store.commit().unwrap();
+                    store = Store::open(dir.path()).unwrap();
+                }
+                _ => {}
             }
             let found = store.answer(&key).unwrap().unwrap();
             proptest::prop_assert_eq!(found.answer.request_id, Some(format!("r{row}")));
@@ -322,39 +383,39 @@ proptest::proptest! {
 }
 
 #[test]
-fn odd_entries_in_the_recent_table_neither_fail_commits_nor_hide_answers() {
+fn odd_entries_in_the_fresh_table_neither_fail_commits_nor_hide_answers() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, run) = store_with_answers(dir.path(), 20);
     store.commit().unwrap();
     // A damaged or hand-edited store: a key of the wrong length, and an
     // answer whose row is gone.
-    let gone: String = spread_key(100).iter().map(|b| format!("{b:02x}")).collect();
+    let gone = hex(&spread_key(100));
     store
         .conn
         .execute_batch(&format!(
-            "INSERT INTO answers_recent VALUES (x'0102', {id}, 1);
-             INSERT INTO answers_recent VALUES (x'{gone}', {id}, 999);",
+            "INSERT INTO answers_fresh VALUES (1, x'0102', {id}, 1);
+             INSERT INTO answers_fresh VALUES (1, x'{gone}', {id}, 999);",
             id = run.id
         ))
         .unwrap();
     drop(store);
     let mut store = Store::open(dir.path()).unwrap();
     assert!(store.answer(&spread_key(100)).unwrap().is_none());
-    for row in 20..20 + u64::from(answers::SLICES) {
+    for row in 20..20 + answers::SLICES as u64 {
         put_answered(&mut store, run.id, row, &spread_key(row), 1);
         store.commit().unwrap();
     }
     let odd_left: i64 = store
         .conn
         .query_row(
-            &format!("SELECT count(*) FROM answers_recent WHERE key IN (x'0102', x'{gone}')"),
+            &format!("SELECT count(*) FROM answers_fresh WHERE key IN (x'0102', x'{gone}')"),
             [],
             |r| r.get(0),
         )
         .unwrap();
     assert_eq!(odd_left, 0, "their slices moved like any other");
     assert!(store.answer(&spread_key(100)).unwrap().is_none());
-    for row in 0..20 + u64::from(answers::SLICES) {
+    for row in 0..20 + answers::SLICES as u64 {
         let found = store.answer(&spread_key(row)).unwrap().unwrap();
         assert_eq!(found.answer.request_id, Some(format!("r{row}")));
     }
