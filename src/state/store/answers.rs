@@ -147,10 +147,11 @@ impl Generations {
     /// Read from the table: after a restart every generation left may still
     /// hold every slice, until the slice's next move.
     pub(super) fn of(conn: &rusqlite::Connection) -> rusqlite::Result<Generations> {
-        let (oldest, newest): (Option<i64>, Option<i64>) =
-            conn.query_row("SELECT MIN(gen), MAX(gen) FROM answers_fresh", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+        // Two queries: SQLite finds a lone MIN or MAX at an end of the key,
+        // but scans the whole table for both at once.
+        let end = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, Option<i64>>(0));
+        let oldest = end("SELECT MIN(gen) FROM answers_fresh")?;
+        let newest = end("SELECT MAX(gen) FROM answers_fresh")?;
         let newest = newest.unwrap_or(0);
         Ok(Generations {
             next: newest + 1,
