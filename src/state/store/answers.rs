@@ -18,6 +18,9 @@
 //! wrote 1.41 GB in all (requests and result files included), against
 //! 1.06 GB with generations.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -104,6 +107,32 @@ pub(super) fn slice_of(key: &RequestKey) -> usize {
     let prefix = u64::from(u16::from_be_bytes([key[0], key[1]]));
     // slice_start(s) <= prefix  <=>  s < (prefix + 1) * SLICES / 65,536
     ((prefix + 1) * SLICES as u64).div_ceil(65_536) as usize - 1
+}
+
+/// An entry of `answers_fresh` being moved, ordered by key, then age.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct FreshEntry {
+    key: Vec<u8>,
+    /// Its generation's place in the move, the oldest 0.
+    age: usize,
+    run: i64,
+    row: i64,
+}
+
+impl FreshEntry {
+    fn next(cursor: &mut rusqlite::Rows, age: usize) -> rusqlite::Result<Option<FreshEntry>> {
+        cursor
+            .next()?
+            .map(|r| {
+                Ok(FreshEntry {
+                    key: r.get(0)?,
+                    age,
+                    run: r.get(1)?,
+                    row: r.get(2)?,
+                })
+            })
+            .transpose()
+    }
 }
 
 /// A generation written, not yet committed.
@@ -294,28 +323,60 @@ impl Store {
             .is_some()
             .then(|| Bloom::of_generation(answers.iter().map(|(key, _)| key)));
         let slice = Generations::slice_moved_by(generation);
+        self.move_slice(slice, self.gens.moved_through[slice] + 1..=generation)?;
+        Ok(Some(WrittenGeneration { slice, filter }))
+    }
+
+    /// Moves the keys of `slice` in `generations` into the index, in one
+    /// pass in key order: each generation is in key order already, and they
+    /// are merged here, the older first so that the newer answer replaces
+    /// it. A pass per generation rewrote pages that had already left the
+    /// cache (a run of 10,000,000 rows wrote 36.5 GB in all, against 14.8 GB
+    /// with one pass); SQLite's ORDER BY across them held the slice in its
+    /// sorter.
+    fn move_slice(&self, slice: usize, generations: RangeInclusive<i64>) -> Result<()> {
         let (start, end) = (slice_start(slice), slice_start(slice + 1));
-        // One pass over the slice of the index, in key order, the older
-        // generation first so that the newer answer replaces it: a pass per
-        // generation rewrote pages that had already left the cache (on
-        // 10,000,000 rows, 150 MB of WAL per commit).
-        let holding = (self.gens.moved_through[slice] + 1..=generation)
+        let mut reads = generations
+            .clone()
+            .map(|_| {
+                self.conn.prepare(
+                    "SELECT key, run, row FROM answers_fresh WHERE gen = ?1 AND key >= ?2 AND key < ?3",
+                )
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut cursors = reads
+            .iter_mut()
+            .zip(generations.clone())
+            .map(|(read, generation)| read.query(params![generation, start, end]))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        // The next entry of each generation, smallest key (then oldest) first.
+        let mut heads = BinaryHeap::new();
+        for (age, cursor) in cursors.iter_mut().enumerate() {
+            if let Some(entry) = FreshEntry::next(cursor, age)? {
+                heads.push(Reverse(entry));
+            }
+        }
+        let mut insert = self
+            .conn
+            .prepare_cached("INSERT OR REPLACE INTO answers (key, run, row) VALUES (?1, ?2, ?3)")?;
+        while let Some(Reverse(entry)) = heads.pop() {
+            insert.execute(params![entry.key, entry.run, entry.row])?;
+            if let Some(next) = FreshEntry::next(&mut cursors[entry.age], entry.age)? {
+                heads.push(Reverse(next));
+            }
+        }
+        drop(cursors);
+        let holding = generations
             .map(|g| g.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        let in_slice = format!("gen IN ({holding}) AND key >= ?1 AND key < ?2");
         self.conn.execute(
             &format!(
-                "INSERT OR REPLACE INTO answers (key, run, row) \
-                 SELECT key, run, row FROM answers_fresh WHERE {in_slice} ORDER BY key, gen"
+                "DELETE FROM answers_fresh WHERE gen IN ({holding}) AND key >= ?1 AND key < ?2"
             ),
             params![start, end],
         )?;
-        self.conn.execute(
-            &format!("DELETE FROM answers_fresh WHERE {in_slice}"),
-            params![start, end],
-        )?;
-        Ok(Some(WrittenGeneration { slice, filter }))
+        Ok(())
     }
 
     /// What [`write_pending_answers`](Self::write_pending_answers) did, known
