@@ -7,7 +7,9 @@
 //! A key the filter has never seen cannot be in the index, so that lookup is
 //! skipped; a key it may have seen is looked up as before. The filter's size
 //! is fixed: on a list larger than it was sized for, more lookups happen,
-//! never a wrong answer.
+//! never a wrong answer. Each generation of fresh answers (see `answers.rs`)
+//! has a small filter of its own, sized by its keys, so that a lookup visits
+//! only the generations that may hold its key.
 
 use std::collections::BTreeMap;
 
