@@ -366,6 +366,9 @@ impl Store {
             }
         }
         drop(cursors);
+        // An IN list, not BETWEEN: SQLite seeks the key range in each
+        // generation for IN, but reads every entry of the generations for
+        // BETWEEN.
         let holding = generations
             .map(|g| g.to_string())
             .collect::<Vec<_>>()

@@ -63,10 +63,15 @@ impl Bloom {
             .all(|bit| self.words[bit / 64] & (1 << (bit % 64)) != 0)
     }
 
+    /// An empty filter for a generation of `keys` keys.
+    fn for_generation(keys: usize) -> Bloom {
+        // The first two bytes choose the slice: the probes read past them.
+        Bloom::new(keys.max(1) * GENERATION_BITS_PER_KEY, 4)
+    }
+
     /// A filter of one generation's `keys`.
     pub(super) fn of_generation<'k>(keys: impl ExactSizeIterator<Item = &'k RequestKey>) -> Bloom {
-        // The first two bytes choose the slice: the probes read past them.
-        let mut bloom = Bloom::new(keys.len().max(1) * GENERATION_BITS_PER_KEY, 4);
+        let mut bloom = Bloom::for_generation(keys.len());
         for key in keys {
             bloom.insert(key);
         }
@@ -134,7 +139,7 @@ impl KeyFilter {
             .conn
             .prepare_cached("SELECT key FROM answers_fresh WHERE gen = ?1")?;
         for (generation, size) in sizes {
-            let mut bloom = Bloom::new(size as usize * GENERATION_BITS_PER_KEY, 4);
+            let mut bloom = Bloom::for_generation(usize::try_from(size).unwrap_or(0));
             let mut rows = stmt.query([generation])?;
             while let Some(row) = rows.next()? {
                 if let Ok(key) = RequestKey::try_from(row.get_ref(0)?.as_blob()?) {

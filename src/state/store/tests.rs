@@ -206,7 +206,12 @@ fn fresh_answers_move_into_the_index_a_slice_per_commit_and_stay_found() {
     assert!(count(&store, "answers_fresh") <= answers::SLICES as i64);
     drop(store);
     let store = Store::open(dir.path()).unwrap();
-    for row in (0..3000 + answers::SLICES as u64).step_by(7) {
+    assert_found(&store, (0..3000 + answers::SLICES as u64).step_by(7));
+}
+
+/// Asserts that the answer of each of `rows` (keyed by `spread_key`) is found.
+fn assert_found(store: &Store, rows: impl Iterator<Item = u64>) {
+    for row in rows {
         assert!(
             store.answer(&spread_key(row)).unwrap().is_some(),
             "row {row}"
@@ -241,12 +246,7 @@ fn runs_of_one_commit_each_still_move_every_slice_in_turn() {
         newest - oldest < answers::SLICES as i64,
         "generations {oldest}..={newest} left"
     );
-    for row in (0..3 * answers::SLICES as u64 * 100).step_by(37) {
-        assert!(
-            store.answer(&spread_key(row)).unwrap().is_some(),
-            "row {row}"
-        );
-    }
+    assert_found(&store, (0..3 * answers::SLICES as u64 * 100).step_by(37));
 }
 
 #[test]
