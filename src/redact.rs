@@ -1,25 +1,35 @@
 //! Keeps secrets and access tokens out of every message riskbatch prints or stores.
 
+/// Where a secret's value starts, and the characters that end it.
+const SECRET_MARKERS: [(&str, &[char]); 4] = [
+    ("access_token=", URL_STOPS),
+    ("\"access_token\":\"", JSON_STOPS),
+    ("secret=", URL_STOPS),
+    ("\"secret\":\"", JSON_STOPS),
+];
+const URL_STOPS: &[char] = &['&', ' ', '"', '\'', ')', '\n'];
+const JSON_STOPS: &[char] = &['"'];
+
 /// Replaces the value of `access_token` and `secret` in URLs and JSON by `***`.
 pub fn redact(text: &str) -> String {
-    let mut out = text.to_string();
-    for name in ["access_token", "secret"] {
-        for (prefix, stops) in [
-            (format!("{name}="), &['&', ' ', '"', '\'', ')', '\n'][..]),
-            (format!("\"{name}\":\""), &['"'][..]),
-        ] {
-            let mut from = 0;
-            while let Some(found) = out[from..].find(&prefix) {
-                let start = from + found + prefix.len();
-                let end = out[start..]
-                    .find(|c: char| stops.contains(&c))
-                    .map_or(out.len(), |i| start + i);
-                out.replace_range(start..end, "***");
-                from = start + 3;
-            }
+    redacted(text.to_string())
+}
+
+/// [`redact`] for a string already owned: every reply's message passes
+/// here, and almost none holds a secret, so it is returned as it came.
+pub fn redacted(mut text: String) -> String {
+    for (prefix, stops) in SECRET_MARKERS {
+        let mut from = 0;
+        while let Some(found) = text[from..].find(prefix) {
+            let start = from + found + prefix.len();
+            let end = text[start..]
+                .find(|c: char| stops.contains(&c))
+                .map_or(text.len(), |i| start + i);
+            text.replace_range(start..end, "***");
+            from = start + 3;
         }
     }
-    out
+    text
 }
 
 /// `kind: error: cause: cause…` on one line, each part redacted.

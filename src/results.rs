@@ -2,6 +2,7 @@
 //! input and the checkpoint store, chunk by chunk), the clusters, and
 //! `summary.json`.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
@@ -180,12 +181,6 @@ fn collect_members(
         .and_then(|c| input.schema.index_of(c).ok());
     for chunk in input.chunks(run.chunk_size as usize)? {
         let chunk = chunk?;
-        let last = chunk.first_row + chunk.len() as u64 - 1;
-        let levels: std::collections::HashMap<u64, Option<u8>> = store
-            .rows_between(run.id, chunk.first_row, last)?
-            .into_iter()
-            .map(|o| (o.row, o.answer.level))
-            .collect();
         let openids = openid_column
             .map(|c| text_column(&chunk.batch, c))
             .transpose()?;
@@ -201,8 +196,8 @@ fn collect_members(
                     continue;
                 };
                 let value = match (columns.masker, masked) {
-                    (Some(masker), true) => masker.mask(value),
-                    _ => value.to_string(),
+                    (Some(masker), true) => Cow::Owned(masker.mask(value)),
+                    _ => Cow::Borrowed(value),
                 };
                 let row = chunk.first_row + i as u64;
                 collector.add(field, &value, || {
@@ -220,13 +215,18 @@ fn collect_members(
                     Member {
                         row,
                         openid,
-                        level: levels.get(&row).copied().flatten(),
+                        level: None,
                     }
                 });
             }
         }
     }
-    Ok(collector.finish())
+    // Looked up for the few members shown, not read again for every row.
+    let mut members = collector.finish();
+    for member in members.iter_mut().flatten() {
+        member.level = store.level_of(run.id, member.row)?;
+    }
+    Ok(members)
 }
 
 /// A column as text, whatever its type in the input.

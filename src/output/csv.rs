@@ -18,7 +18,7 @@ use arrow_array::{Array, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, Schema};
 
-use crate::clock::iso_ms;
+use crate::clock::push_iso_ms;
 use crate::job::CsvEncoding;
 
 pub struct CsvResults {
@@ -112,7 +112,11 @@ impl CsvResults {
                         self.text(array.value(row), &format!("row {at}"), column)?
                     }
                     Cell::Millis(array) if array.is_null(row) => self.writer.write_field("")?,
-                    Cell::Millis(array) => self.writer.write_field(iso_ms(array.value(row)))?,
+                    Cell::Millis(array) => {
+                        line.clear();
+                        push_iso_ms(&mut line, array.value(row));
+                        self.writer.write_field(&line)?;
+                    }
                     Cell::Other(formatter) => {
                         line.clear();
                         use std::fmt::Write;

@@ -16,7 +16,7 @@ use super::{ApiPath, Reply, RiskRequest, Scene};
 use crate::clock::now_ms;
 use crate::outcome::{Answer, PauseReason, RowStatus};
 use crate::pacer::Pacer;
-use crate::redact::redact;
+use crate::redact::{redact, redacted};
 
 /// Refreshing a rejected token and trying again is allowed this many times per row.
 const TOKEN_RETRIES: u32 = 2;
@@ -154,8 +154,9 @@ impl RiskClient {
                             return end(CallEnd::Fatal(message), attempts, paced);
                         }
                         Ok(reply) => {
-                            let answer = answer_of(&reply);
-                            match classify(&reply) {
+                            let verdict = classify(&reply);
+                            let answer = answer_of(reply, &verdict);
+                            match verdict {
                                 Verdict::Level(_) | Verdict::Row(_) => {
                                     return end(CallEnd::Answered(answer), attempts, paced);
                                 }
@@ -291,10 +292,10 @@ fn failed_answer(errcode: Option<i32>, message: String) -> Answer {
 }
 
 /// The columns of a row from one reply: inner `msg` when errcode is 0, else `errmsg`.
-fn answer_of(reply: &Reply) -> Answer {
-    let (status, level) = match classify(reply) {
-        Verdict::Level(level) => (RowStatus::Ok, Some(level)),
-        Verdict::Row(status) => (status, None),
+fn answer_of(reply: Reply, verdict: &Verdict) -> Answer {
+    let (status, level) = match verdict {
+        Verdict::Level(level) => (RowStatus::Ok, Some(*level)),
+        Verdict::Row(status) => (*status, None),
         _ => (RowStatus::Failed, None),
     };
     Answer {
@@ -303,13 +304,13 @@ fn answer_of(reply: &Reply) -> Answer {
         errcode: i32::try_from(reply.errcode).ok(),
         code: reply.code.and_then(|c| i32::try_from(c).ok()),
         message: if reply.errcode == 0 {
-            reply.msg.clone()
+            reply.msg
         } else {
-            Some(reply.errmsg.clone())
+            Some(reply.errmsg)
         }
         .filter(|m| !m.is_empty())
-        .map(|m| redact(&m)),
-        request_id: reply.request_id.clone(),
+        .map(redacted),
+        request_id: reply.request_id,
         checked_at: now_ms(),
     }
 }
@@ -329,7 +330,7 @@ mod tests {
             request_id: Some("r1".into()),
             rank: false,
         };
-        let answer = answer_of(&ok);
+        let answer = answer_of(ok.clone(), &classify(&ok));
         assert_eq!(answer.status, RowStatus::Ok);
         assert_eq!(answer.level, Some(3));
         assert_eq!((answer.errcode, answer.code), (Some(0), Some(0)));
@@ -340,7 +341,7 @@ mod tests {
             errmsg: "user is not visited recently".into(),
             ..Reply::default()
         };
-        let answer = answer_of(&expired);
+        let answer = answer_of(expired.clone(), &classify(&expired));
         assert_eq!(answer.status, RowStatus::OpenidExpired);
         assert_eq!(
             (answer.errcode, answer.code, answer.level),

@@ -369,6 +369,17 @@ impl Store {
         Ok(rows)
     }
 
+    /// The risk level stored for `row` of `run`, if it has one.
+    pub fn level_of(&self, run: i64, row: u64) -> Result<Option<u8>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT level FROM rows WHERE run = ?1 AND row = ?2")?;
+        let level = stmt
+            .query_row(params![run, to_i64(row)], |r| r.get::<_, Option<u8>>(0))
+            .optional()?;
+        Ok(level.flatten())
+    }
+
     /// Starts the batch transaction that the next writes join.
     pub fn begin(&mut self) -> Result<()> {
         if let Some(failed) = &self.failed_commit {
