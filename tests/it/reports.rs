@@ -322,6 +322,20 @@ fn clusters_open_to_their_rows_with_masked_values_masked_and_a_count_of_the_rest
         "{device}"
     );
     assert!(device.contains("15 more rows"), "{device}");
+    // Each listed row shows the level its row has in the results.
+    let (header, rows) = read_csv(&ws.path("out/results.csv"));
+    let level = columns(&header)["risk_level"];
+    let listed: Vec<_> = device.split("<tr><td class=\"n\">").skip(1).collect();
+    assert_eq!(listed.len(), 25, "{device}");
+    for entry in listed {
+        let row: usize = entry[..entry.find('<').unwrap()].parse().unwrap();
+        let shown = entry.split("<td>").nth(2).unwrap();
+        let expected = &rows[row - 1][level];
+        assert!(
+            shown.starts_with(&format!("{expected} ")),
+            "row {row}: {shown} vs {expected}"
+        );
+    }
     let phone = page
         .split("<details class=\"cluster\"")
         .find(|c| c.contains(">phonenum<"))
