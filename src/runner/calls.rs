@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::{CallOrder, Finished};
 use crate::clock::now_ms;
-use crate::outcome::{Answer, RiskSource, RowOutcome, RowStatus};
+use crate::outcome::{Answer, PauseReason, RiskSource, RowOutcome, RowStatus};
 use crate::state::journal::{CallRecord, Journal};
-use crate::wechat::client::{CallEnd, CallResult, RiskClient};
+use crate::wechat::client::{CallEnd, RiskClient};
 
 /// Finished calls on their way from the call side to the runner.
 ///
@@ -193,7 +193,7 @@ async fn call_worker(
         let result = client
             .call(order.row, &order.request, order.earlier_attempts)
             .await;
-        let record = call_record(&order, &result);
+        let (ending, record) = call_record(&order, result.end, result.attempts);
         let journaled = match &record {
             Some(record) => match journal.enqueue(record) {
                 Ok(ticket) => {
@@ -211,23 +211,42 @@ async fn call_worker(
         .map_err(|err| format!("{err:#}"));
         // The outcome is on disk (or the run fails): this worker may take the next order.
         finished.push(Finished {
-            order,
-            result,
+            chunk: order.chunk,
+            key: order.key,
+            ending,
+            attempts: result.attempts,
+            busy: result.busy,
             record,
             journaled,
         });
     }
 }
 
-/// The outcome a call gives its row, as the journal and the store record it;
-/// `None` when the call sent nothing.
-fn call_record(order: &CallOrder, result: &CallResult) -> Option<CallRecord> {
-    let (answer, source, key) = match &result.end {
-        CallEnd::NotSent => return None,
-        CallEnd::Answered(answer) => (answer.clone(), Some(RiskSource::Api), Some(order.key)),
-        CallEnd::Failed(answer) | CallEnd::Pause(_, answer) => (answer.clone(), None, None),
+/// How a call ended, once its answer has moved into its record.
+pub(super) enum Ending {
+    Answered,
+    Failed,
+    Pause(PauseReason),
+    Fatal(String),
+    NotSent,
+}
+
+/// How the call ended, and the outcome it gives its row as the journal and
+/// the store record it (`None` when the call sent nothing).
+fn call_record(order: &CallOrder, end: CallEnd, attempts: u32) -> (Ending, Option<CallRecord>) {
+    let (ending, answer, source, key) = match end {
+        CallEnd::NotSent => return (Ending::NotSent, None),
+        CallEnd::Answered(answer) => (
+            Ending::Answered,
+            answer,
+            Some(RiskSource::Api),
+            Some(order.key),
+        ),
+        CallEnd::Failed(answer) => (Ending::Failed, answer, None, None),
+        CallEnd::Pause(reason, answer) => (Ending::Pause(reason), answer, None, None),
         CallEnd::Fatal(message) => (
-            Answer::local(RowStatus::Failed, None, Some(message.clone()), now_ms()),
+            Ending::Fatal(message.clone()),
+            Answer::local(RowStatus::Failed, None, Some(message), now_ms()),
             None,
             None,
         ),
@@ -238,16 +257,17 @@ fn call_record(order: &CallOrder, result: &CallResult) -> Option<CallRecord> {
     } else {
         None
     };
-    Some(CallRecord {
+    let record = CallRecord {
         outcome: RowOutcome {
             row: order.row,
             answer,
             source,
-            attempts: order.earlier_attempts + result.attempts,
+            attempts: order.earlier_attempts + attempts,
         },
         key,
-        requests: result.attempts,
-    })
+        requests: attempts,
+    };
+    (ending, Some(record))
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@
 //! 200 ms, which bounds what a power loss costs; the store itself is
 //! committed in large batches, once a second.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
+
+// The maps here are read or written for every row: foldhash, not SipHash.
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, mpsc};
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 mod calls;
-use calls::{Completions, calls_per_wake, dispatch};
+use calls::{Completions, Ending, calls_per_wake, dispatch};
 
 use crate::clock::now_ms;
 use crate::input::{InputChunk, InputFile};
@@ -32,7 +35,7 @@ use crate::outcome::{Answer, PauseReason, RiskSource, RowOutcome, RowStatus};
 use crate::progress::{Figures, Progress, ProgressMode};
 use crate::state::journal::{CallRecord, Journal, Sealed};
 use crate::state::store::{CallTally, RunRecord, Store};
-use crate::wechat::client::{CallEnd, CallResult, RiskClient};
+use crate::wechat::client::RiskClient;
 use crate::wechat::{RequestKey, RiskRequest};
 
 /// Commit at least this often. Every commit writes each page it changed, and
@@ -106,9 +109,16 @@ struct CallOrder {
     earlier_attempts: u32,
 }
 
+/// A call on its way back to the runner: its request is dropped on the
+/// call side, and its answer travels once, in `record`.
 struct Finished {
-    order: CallOrder,
-    result: CallResult,
+    chunk: u64,
+    key: RequestKey,
+    ending: Ending,
+    /// Requests sent for this row in this call.
+    attempts: u32,
+    /// How long the call held its concurrency slot.
+    busy: Duration,
     /// What the call recorded: `None` when it sent nothing.
     record: Option<CallRecord>,
     /// The journal generation the record went to, or why it could not be written.
@@ -206,14 +216,14 @@ impl<'a> Runner<'a> {
             orders: Vec::new(),
             chunks_started: 0,
             in_flight: 0,
-            waiting: HashMap::new(),
-            chunk_left: HashMap::new(),
+            waiting: HashMap::default(),
+            chunk_left: HashMap::default(),
             stop: None,
             writes: 0,
             last_commit: Instant::now(),
             journal: None,
             sealed: Vec::new(),
-            received: HashMap::new(),
+            received: HashMap::default(),
             rows_decided: 0,
             calls_sent: 0,
             retries_sent: 0,
@@ -327,8 +337,12 @@ impl<'a> Runner<'a> {
                 }
             }
             if !self.orders.is_empty() {
+                let capacity = self.orders.len();
                 call_tx
-                    .send(std::mem::take(&mut self.orders))
+                    .send(std::mem::replace(
+                        &mut self.orders,
+                        Vec::with_capacity(capacity),
+                    ))
                     .map_err(|_| anyhow::anyhow!("the call side stopped unexpectedly"))?;
             }
             let exhausted = self.queue.is_empty() && self.chunks.is_none();
@@ -532,8 +546,11 @@ impl<'a> Runner<'a> {
 
     fn finish(&mut self, finished: Finished) -> Result<()> {
         let Finished {
-            order,
-            result,
+            chunk,
+            key,
+            ending,
+            attempts,
+            busy,
             record,
             journaled,
         } = finished;
@@ -549,16 +566,15 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        let attempts = result.attempts;
         self.calls_sent += u64::from(attempts);
         self.retries_sent += u64::from(attempts.saturating_sub(1));
         self.unsaved.sent += u64::from(attempts);
         self.unsaved.retries += u64::from(attempts.saturating_sub(1));
         if attempts > 0 {
-            self.unsaved.busy_us += result.busy.as_micros() as u64;
+            self.unsaved.busy_us += busy.as_micros() as u64;
             self.unsaved.timed += 1;
         }
-        let waiters = self.waiting.remove(&order.key).unwrap_or_default();
+        let waiters = self.waiting.remove(&key).unwrap_or_default();
         let Some(record) = record else {
             // Queued when the run stopped: the row stays pending, and so do its duplicates.
             return Ok(());
@@ -566,9 +582,9 @@ impl<'a> Runner<'a> {
         crate::state::journal::store_call(self.store, self.run.id, &record)?;
         self.writes += 1;
         let answer = record.outcome.answer;
-        self.account(order.chunk, &answer)?;
-        match result.end {
-            CallEnd::Answered(_) => {
+        self.account(chunk, &answer)?;
+        match ending {
+            Ending::Answered => {
                 for w in waiters {
                     self.record(
                         w.row,
@@ -579,24 +595,24 @@ impl<'a> Runner<'a> {
                     )?;
                 }
             }
-            CallEnd::Failed(_) => {
+            Ending::Failed => {
                 for w in waiters {
                     self.record(w.row, w.chunk, answer.clone(), None, w.earlier_attempts)?;
                 }
             }
-            CallEnd::Pause(reason, _) => {
+            Ending::Pause(reason) => {
                 // The row stays pending (as `failed`) and is sent again on resume.
                 if self.stop.is_none() {
                     tracing::warn!(reason = reason.as_str(), "pausing the run");
                     self.stop = Some(RunEnd::Paused(reason));
                 }
             }
-            CallEnd::Fatal(message) => {
+            Ending::Fatal(message) => {
                 if !matches!(self.stop, Some(RunEnd::Failed(_))) {
                     self.stop = Some(RunEnd::Failed(message));
                 }
             }
-            CallEnd::NotSent => {}
+            Ending::NotSent => {}
         }
         Ok(())
     }
