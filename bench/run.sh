@@ -106,9 +106,12 @@ TOML
     echo "$work/$2.toml"
 }
 
-wrk_rps() { # seconds -> requests/s
+wrk_rps() { # seconds scenario -> requests/s; keeps the mean latency in $work/wrk-latency-$2
     wrk -t2 -c$conc -d"$1"s -s "$peers/wrk_post.lua" "$base/wxa/servicemarket?access_token=$token" 2>/dev/null \
-        | awk '/Requests\/sec/ {printf "%.0f", $2}'
+        > "$work/wrk.out"
+    awk '$1 == "Latency" { v = $2 + 0; if ($2 ~ /us$/) v /= 1000; if ($2 ~ /[0-9]s$/) v *= 1000; printf "%.2f", v }' \
+        "$work/wrk.out" > "$work/wrk-latency-$2"
+    awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/wrk.out"
 }
 
 for scenario in "0 ms" "50 ms"; do
@@ -117,7 +120,7 @@ for scenario in "0 ms" "50 ms"; do
     start_mock "$latency"
     log "scenario $scenario on $base, $rows rows"
     if [ -n "$have_wrk" ]; then
-        results+=("$scenario|wrk -t2 -c$conc (ceiling)|–|$(wrk_rps 10)|–|–|–")
+        results+=("$scenario|wrk -t2 -c$conc (ceiling)|–|$(wrk_rps 10 "$latency")|–|–|–")
     fi
     measure "async_parallel.py c=$conc" "$rows" "$py" "$peers/async_parallel.py" --input "$input" \
         --output "$work/ap.csv" --base-url "$base" --concurrency $conc --rate 0 --run-id "b$latency" --log-every 600
@@ -166,6 +169,11 @@ for line in "${results[@]}"; do
 done
 echo
 echo "At 50 ms with $conc in flight the ideal is $((conc * 1000 / 50)) rows/s."
+if [ -s "$work/wrk-latency-50" ]; then
+    awk -v l="$(cat "$work/wrk-latency-50")" -v c=$conc 'BEGIN {
+        printf "Under wrk the mock answered in %.2f ms on average (it sleeps with tokio, whose timer rounds up to the next millisecond), ", l
+        printf "so %d in flight carry at most %.0f rows/s (%.1f %% of the ideal).\n", c, c * 1000 / l, 100 * 50 / l }'
+fi
 echo
 echo "## Pacing (bench/pacing.sh, counted per second at the simulator)"
 echo
