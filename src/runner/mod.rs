@@ -673,7 +673,13 @@ impl<'a> Runner<'a> {
         if self.unsaved.sent > 0 || self.writes > 0 {
             self.store.add_calls(self.run.id, self.unsaved, now_ms())?;
         }
+        let started = Instant::now();
         self.store.commit()?;
+        tracing::debug!(
+            writes = self.writes,
+            ms = started.elapsed().as_millis() as u64,
+            "committed the store"
+        );
         self.unsaved = CallTally::default();
         self.writes = 0;
         self.last_commit = Instant::now();
