@@ -134,7 +134,8 @@ pub struct Store {
     /// Answers of the open batch, written in key order when it commits
     /// (see `answers.rs`): the index's keys are random, and a second's worth
     /// inserted sorted visits pages in order instead of at random.
-    pending_answers: HashMap<RequestKey, (i64, u64)>,
+    /// Filled and read for every row: foldhash, not SipHash.
+    pending_answers: foldhash::HashMap<RequestKey, (i64, u64)>,
     /// Which generations of fresh answers may hold each slice of the key
     /// space (see `answers.rs`).
     gens: answers::Generations,
@@ -219,7 +220,7 @@ impl Store {
             in_transaction: false,
             failed_commit: None,
             seen: std::cell::RefCell::new(None),
-            pending_answers: HashMap::new(),
+            pending_answers: foldhash::HashMap::default(),
             gens,
         })
     }
