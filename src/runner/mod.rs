@@ -15,15 +15,14 @@
 //! committed in large batches, once a second.
 
 use std::collections::{HashSet, VecDeque};
-
-// The maps here are read or written for every row: foldhash, not SipHash.
-use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+// The maps here are read or written for every row: foldhash, not SipHash.
+use foldhash::HashMap;
 
 mod calls;
 use calls::{Completions, Ending, calls_per_wake, dispatch};
@@ -337,12 +336,8 @@ impl<'a> Runner<'a> {
                 }
             }
             if !self.orders.is_empty() {
-                let capacity = self.orders.len();
                 call_tx
-                    .send(std::mem::replace(
-                        &mut self.orders,
-                        Vec::with_capacity(capacity),
-                    ))
+                    .send(std::mem::take(&mut self.orders))
                     .map_err(|_| anyhow::anyhow!("the call side stopped unexpectedly"))?;
             }
             let exhausted = self.queue.is_empty() && self.chunks.is_none();
