@@ -15,17 +15,19 @@
 //! committed in large batches, once a second.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 // The maps here are read or written for every row: foldhash, not SipHash.
 use foldhash::HashMap;
 
 mod calls;
+mod rows;
 use calls::{Completions, Ending, calls_per_wake, dispatch};
+use rows::PendingRow;
 
 use crate::clock::now_ms;
 use crate::input::{InputChunk, InputFile};
@@ -128,13 +130,6 @@ struct Finished {
 struct Waiter {
     row: u64,
     chunk: u64,
-    earlier_attempts: u32,
-}
-
-struct PendingRow {
-    row: u64,
-    chunk: u64,
-    request: Result<RiskRequest, String>,
     earlier_attempts: u32,
 }
 
@@ -296,26 +291,6 @@ impl<'a> Runner<'a> {
         })
     }
 
-    fn start_reader(&mut self, done_chunks: HashSet<u64>) -> Result<std::thread::JoinHandle<()>> {
-        let (tx, rx): (SyncSender<Result<InputChunk>>, _) = mpsc::sync_channel(2);
-        let chunks = self.input.chunks(self.job.throttle.chunk_size as usize)?;
-        self.chunks = Some(rx);
-        let handle = std::thread::Builder::new()
-            .name("riskbatch-reader".into())
-            .spawn(move || {
-                for chunk in chunks {
-                    if matches!(&chunk, Ok(c) if done_chunks.contains(&c.index)) {
-                        continue;
-                    }
-                    if tx.send(chunk).is_err() {
-                        return;
-                    }
-                }
-            })
-            .context("starting the input reader")?;
-        Ok(handle)
-    }
-
     fn work(
         &mut self,
         call_tx: &tokio::sync::mpsc::UnboundedSender<Vec<CallOrder>>,
@@ -392,83 +367,6 @@ impl<'a> Runner<'a> {
         } else if self.bounds.deadline.is_some_and(|d| Instant::now() >= d) {
             self.stop = Some(RunEnd::Paused(PauseReason::Deadline));
         }
-    }
-
-    /// The next row without a final outcome, reading the next chunk when needed.
-    fn next_row(&mut self) -> Result<Option<PendingRow>> {
-        loop {
-            if let Some(row) = self.queue.pop_front() {
-                return Ok(Some(row));
-            }
-            let Some(chunks) = &self.chunks else {
-                return Ok(None);
-            };
-            if self
-                .bounds
-                .max_chunks
-                .is_some_and(|max| self.chunks_started >= max)
-            {
-                // Finish what is in flight; pause only if a chunk is left for next time.
-                let more = chunks.recv().is_ok();
-                self.chunks = None;
-                if more && self.stop.is_none() {
-                    self.stop = Some(RunEnd::Paused(PauseReason::MaxChunks));
-                }
-                return Ok(None);
-            }
-            match chunks.recv() {
-                Ok(Ok(chunk)) => self.start_chunk(chunk)?,
-                Ok(Err(err)) => {
-                    // Damage found mid-file: what is done so far is kept,
-                    // and the calls in flight finish.
-                    self.chunks = None;
-                    if !matches!(self.stop, Some(RunEnd::Failed(_))) {
-                        self.stop = Some(RunEnd::Failed(format!("{err:#}")));
-                    }
-                    return Ok(None);
-                }
-                Err(_) => {
-                    self.chunks = None;
-                    return Ok(None);
-                }
-            }
-        }
-    }
-
-    fn start_chunk(&mut self, chunk: InputChunk) -> Result<()> {
-        self.chunks_started += 1;
-        let last = chunk.first_row + chunk.len() as u64 - 1;
-        let stored: HashMap<u64, RowOutcome> = self
-            .store
-            .rows_between(self.run.id, chunk.first_row, last)?
-            .into_iter()
-            .map(|o| (o.row, o))
-            .collect();
-        let requests = self.input.requests(&chunk);
-        let mut left = 0;
-        for (i, request) in requests.into_iter().enumerate() {
-            let row = chunk.first_row + i as u64;
-            let earlier_attempts = match stored.get(&row) {
-                Some(outcome) if outcome.answer.status.is_final() => continue,
-                Some(outcome) => outcome.attempts,
-                None => 0,
-            };
-            left += 1;
-            self.queue.push_back(PendingRow {
-                row,
-                chunk: chunk.index,
-                request,
-                earlier_attempts,
-            });
-        }
-        if left == 0 {
-            self.store
-                .mark_chunk_done(self.run.id, chunk.index, now_ms())?;
-            self.writes += 1;
-        } else {
-            self.chunk_left.insert(chunk.index, left);
-        }
-        Ok(())
     }
 
     /// Decides a row locally or sends it; true when decided locally.
