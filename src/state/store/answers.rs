@@ -200,6 +200,11 @@ impl Generations {
         self.moved_through.iter().copied().min().unwrap_or(0)
     }
 
+    /// The generations that some slice has not yet moved out of, oldest first.
+    pub(super) fn not_moved_in_full(&self) -> std::ops::Range<i64> {
+        self.moved_in_full() + 1..self.next
+    }
+
     /// The generations that may hold keys of `slice`, newest first.
     fn holding(&self, slice: usize) -> impl Iterator<Item = i64> + use<> {
         (self.moved_through[slice] + 1..self.next).rev()

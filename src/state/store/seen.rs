@@ -123,37 +123,44 @@ impl KeyFilter {
     pub fn of(store: &Store) -> rusqlite::Result<KeyFilter> {
         let mut filter = KeyFilter::new();
         let mut stmt = store.conn.prepare("SELECT key FROM answers")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            if let Ok(key) = RequestKey::try_from(row.get_ref(0)?.as_blob()?) {
-                filter.all.insert(&key);
-            }
-        }
-        let mut stmt = store
-            .conn
-            .prepare("SELECT gen, count(*) FROM answers_fresh GROUP BY gen")?;
-        let sizes = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        read_keys(&mut stmt, [], |key| filter.all.insert(&key))?;
+        // A generation's keys are read once, and its filter sized by them.
         let mut stmt = store
             .conn
             .prepare_cached("SELECT key FROM answers_fresh WHERE gen = ?1")?;
-        for (generation, size) in sizes {
-            let mut bloom = Bloom::for_generation(usize::try_from(size).unwrap_or(0));
-            let mut rows = stmt.query([generation])?;
-            while let Some(row) = rows.next()? {
-                if let Ok(key) = RequestKey::try_from(row.get_ref(0)?.as_blob()?) {
-                    filter.all.insert(&key);
-                    bloom.insert(&key);
-                }
+        let mut keys = Vec::new();
+        for generation in store.gens.not_moved_in_full() {
+            keys.clear();
+            read_keys(&mut stmt, [generation], |key| keys.push(key))?;
+            if keys.is_empty() {
+                continue;
             }
-            filter.generations.insert(generation, bloom);
+            keys.iter().for_each(|key| filter.all.insert(key));
+            filter
+                .generations
+                .insert(generation, Bloom::of_generation(keys.iter()));
         }
         for key in store.pending_answers.keys() {
             filter.all.insert(key);
         }
         Ok(filter)
     }
+}
+
+/// Calls `each` with every key that `stmt` returns; a damaged key of
+/// another length is skipped.
+fn read_keys(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    mut each: impl FnMut(RequestKey),
+) -> rusqlite::Result<()> {
+    let mut rows = stmt.query(params)?;
+    while let Some(row) = rows.next()? {
+        if let Ok(key) = RequestKey::try_from(row.get_ref(0)?.as_blob()?) {
+            each(key);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
