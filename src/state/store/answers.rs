@@ -162,6 +162,23 @@ pub(super) fn fold_recent_table(conn: &rusqlite::Connection) -> rusqlite::Result
     Ok(())
 }
 
+/// Generations left span fewer than `SLICES` numbers (each moves out in
+/// full within `SLICES` commits); lookups visit every number in the span.
+/// A wider span is a hand-edited or damaged store.
+const MAX_GENERATIONS_SPANNED: i64 = 4 * SLICES as i64;
+
+/// Moves every fresh answer into the index, the newer generation winning,
+/// so that a store whose generations are spread far apart opens with none.
+fn fold_fresh_table(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         INSERT OR REPLACE INTO answers (key, run, row)
+             SELECT key, run, row FROM answers_fresh ORDER BY gen;
+         DELETE FROM answers_fresh;
+         COMMIT;",
+    )
+}
+
 /// Where `answers_fresh` stands: which generations may still hold a slice.
 #[derive(Debug)]
 pub(super) struct Generations {
@@ -179,9 +196,13 @@ impl Generations {
         // Two queries: SQLite finds a lone MIN or MAX at an end of the key,
         // but scans the whole table for both at once.
         let end = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, Option<i64>>(0));
-        let oldest = end("SELECT MIN(gen) FROM answers_fresh")?;
+        let mut oldest = end("SELECT MIN(gen) FROM answers_fresh")?;
         let newest = end("SELECT MAX(gen) FROM answers_fresh")?;
         let newest = newest.unwrap_or(0);
+        if oldest.is_some_and(|oldest| newest - oldest >= MAX_GENERATIONS_SPANNED) {
+            fold_fresh_table(conn)?;
+            oldest = None;
+        }
         Ok(Generations {
             next: newest + 1,
             moved_through: [oldest.map_or(newest, |oldest| oldest - 1); SLICES],

@@ -420,3 +420,35 @@ fn odd_entries_in_the_fresh_table_neither_fail_commits_nor_hide_answers() {
         assert_eq!(found.answer.request_id, Some(format!("r{row}")));
     }
 }
+
+#[test]
+fn generations_spread_far_apart_are_folded_into_the_index_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, run) = store_with_answers(dir.path(), 20);
+    store.commit().unwrap();
+    // A hand-edited store: key 3 answered again (row 40) in a generation a
+    // billion numbers after the others, which lookups would walk through.
+    store
+        .put_row(run.id, &outcome(40, RowStatus::Ok, Some(2)))
+        .unwrap();
+    store.commit().unwrap();
+    store
+        .conn
+        .execute_batch(&format!(
+            "INSERT INTO answers_fresh VALUES (1000000000, x'{}', {}, 40);",
+            hex(&spread_key(3)),
+            run.id
+        ))
+        .unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(count(&store, "answers_fresh"), 0);
+    assert_eq!(count(&store, "answers"), 20);
+    let found = store.answer(&spread_key(3)).unwrap().unwrap();
+    assert_eq!(
+        found.answer.request_id,
+        Some("r40".into()),
+        "the newer answer"
+    );
+    assert_found(&store, 0..20);
+}
