@@ -22,21 +22,31 @@ pub fn iso_ms(millis: i64) -> String {
 /// [`iso_ms`] appended to `out`, which the outputs reuse for every row;
 /// nothing is appended for a year outside 0–9999.
 pub fn push_iso_ms(out: &mut String, millis: i64) {
-    use std::fmt::Write;
     let (days, ms_of_day) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
     let (year, month, day) = civil_from_days(days);
     if !(0..=9999).contains(&year) {
         return;
     }
-    let (secs, ms) = (ms_of_day / 1000, ms_of_day % 1000);
-    // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
+    let secs = ms_of_day / 1000;
+    // Digit by digit: `write!` took about 2,000 instructions per timestamp,
+    // and results.csv has one or two per row.
+    let fields = [
+        (year as u32, 4, b'-'),
+        (month, 2, b'-'),
+        (day, 2, b'T'),
+        ((secs / 3600) as u32, 2, b':'),
+        ((secs / 60 % 60) as u32, 2, b':'),
+        ((secs % 60) as u32, 2, b'.'),
+        ((ms_of_day % 1000) as u32, 3, b'Z'),
+    ];
+    for (value, width, separator) in fields {
+        let mut divisor = 10u32.pow(width - 1);
+        while divisor > 0 {
+            out.push(char::from(b'0' + (value / divisor % 10) as u8));
+            divisor /= 10;
+        }
+        out.push(char::from(separator));
+    }
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01

@@ -93,13 +93,17 @@ impl CsvResults {
                 {
                     Cell::Millis(column.as_primitive::<TimestampMillisecondType>())
                 }
-                _ => Cell::Other(ArrayFormatter::try_new(column.as_ref(), &options)?),
+                _ => match integer_cell(column.as_ref()) {
+                    Some(cell) => cell,
+                    None => Cell::Other(ArrayFormatter::try_new(column.as_ref(), &options)?),
+                },
             });
         }
         let source_rows = batch
             .column_by_name("risk_source_row")
             .and_then(|c| c.as_primitive_opt::<arrow_array::types::Int64Type>());
         let mut line = String::new();
+        let mut digits = itoa::Buffer::new();
         for row in 0..batch.num_rows() {
             for (column, cell) in cells.iter().enumerate() {
                 match cell {
@@ -116,6 +120,10 @@ impl CsvResults {
                         line.clear();
                         push_iso_ms(&mut line, array.value(row));
                         self.writer.write_field(&line)?;
+                    }
+                    Cell::Integer(array, _) if array.is_null(row) => self.writer.write_field("")?,
+                    Cell::Integer(_, value) => {
+                        self.writer.write_field(digits.format(value(row)))?
                     }
                     Cell::Other(formatter) => {
                         line.clear();
@@ -139,5 +147,87 @@ impl CsvResults {
 enum Cell<'a> {
     Text(&'a arrow_array::StringArray),
     Millis(&'a arrow_array::PrimitiveArray<TimestampMillisecondType>),
+    /// Written with `itoa`: the result columns hold five integers per row,
+    /// and `Display` through `ArrayFormatter` cost about 500 instructions each.
+    Integer(&'a dyn Array, Box<dyn Fn(usize) -> i64 + 'a>),
     Other(ArrayFormatter<'a>),
+}
+
+/// A signed or narrow unsigned integer column, read as `i64`.
+fn integer_cell(column: &dyn Array) -> Option<Cell<'_>> {
+    use arrow_array::types::*;
+    fn cell<'a, T>(column: &'a dyn Array) -> Option<Cell<'a>>
+    where
+        T: arrow_array::ArrowPrimitiveType,
+        T::Native: Into<i64>,
+    {
+        let array = column.as_primitive_opt::<T>()?;
+        Some(Cell::Integer(
+            column,
+            Box::new(move |row| array.value(row).into()),
+        ))
+    }
+    match column.data_type() {
+        DataType::Int8 => cell::<Int8Type>(column),
+        DataType::Int16 => cell::<Int16Type>(column),
+        DataType::Int32 => cell::<Int32Type>(column),
+        DataType::Int64 => cell::<Int64Type>(column),
+        DataType::UInt8 => cell::<UInt8Type>(column),
+        DataType::UInt16 => cell::<UInt16Type>(column),
+        DataType::UInt32 => cell::<UInt32Type>(column),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{
+        ArrayRef, Int8Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+        UInt32Array, UInt64Array,
+    };
+    use arrow_schema::Field;
+    use std::sync::Arc;
+
+    #[test]
+    fn cells_are_written_as_their_display_form() {
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("text", Arc::new(StringArray::from(vec![Some("a,b"), None]))),
+            ("i8", Arc::new(Int8Array::from(vec![Some(-128), None]))),
+            ("i32", Arc::new(Int32Array::from(vec![Some(-1), Some(0)]))),
+            ("i64", Arc::new(Int64Array::from(vec![i64::MAX, 7]))),
+            (
+                "u32",
+                Arc::new(UInt32Array::from(vec![None, Some(u32::MAX)])),
+            ),
+            ("u64", Arc::new(UInt64Array::from(vec![u64::MAX, 1]))),
+            (
+                "at",
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![Some(1_795_425_120_123), None])
+                        .with_timezone("UTC"),
+                ),
+            ),
+        ];
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|(name, array)| Field::new(*name, array.data_type().clone(), true))
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let batch =
+            RecordBatch::try_new(schema.clone(), columns.into_iter().map(|c| c.1).collect())
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.csv");
+        let mut csv =
+            CsvResults::new(File::create(&path).unwrap(), &schema, CsvEncoding::Utf8).unwrap();
+        csv.write(&batch).unwrap();
+        csv.finish().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "text,i8,i32,i64,u32,u64,at\n\
+             \"a,b\",-128,-1,9223372036854775807,,18446744073709551615,2026-11-23T09:12:00.123Z\n\
+             ,,0,7,4294967295,1,\n"
+        );
+    }
 }

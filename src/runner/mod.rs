@@ -276,8 +276,7 @@ impl<'a> Runner<'a> {
         let end = match self.stop.take() {
             Some(end) => end,
             None => {
-                let counts = self.store.counts(self.run.id)?;
-                if counts.done >= self.run.rows_total.unwrap_or(0) {
+                if self.store.done_count(self.run.id)? >= self.run.rows_total.unwrap_or(0) {
                     RunEnd::Complete
                 } else {
                     RunEnd::Paused(PauseReason::FailedRows)

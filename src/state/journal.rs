@@ -12,6 +12,7 @@
 //! is committed. Whatever is left when a run starts is replayed into the store
 //! first ([`replay`]); a torn last line is a call that was in flight.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -77,8 +78,10 @@ pub struct Sealed {
     pub written: u64,
 }
 
+/// Borrows the record's text when written (a line is written for every
+/// call); owns it when read back.
 #[derive(Serialize, Deserialize)]
-struct Line {
+struct Line<'a> {
     row: u64,
     status: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,9 +93,9 @@ struct Line {
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<String>,
+    message: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<String>,
+    request_id: Option<Cow<'a, str>>,
     checked_at: i64,
     attempts: u32,
     requests: u32,
@@ -100,8 +103,8 @@ struct Line {
     key: Option<String>,
 }
 
-impl Line {
-    fn of(record: &CallRecord) -> Line {
+impl Line<'_> {
+    fn of(record: &CallRecord) -> Line<'_> {
         let o = &record.outcome;
         let a = &o.answer;
         Line {
@@ -111,8 +114,8 @@ impl Line {
             source: o.source.map(|s| s as i64),
             errcode: a.errcode,
             code: a.code,
-            message: a.message.clone(),
-            request_id: a.request_id.clone(),
+            message: a.message.as_deref().map(Cow::Borrowed),
+            request_id: a.request_id.as_deref().map(Cow::Borrowed),
             checked_at: a.checked_at,
             attempts: o.attempts,
             requests: record.requests,
@@ -137,8 +140,8 @@ impl Line {
                     level: self.level,
                     errcode: self.errcode,
                     code: self.code,
-                    message: self.message,
-                    request_id: self.request_id,
+                    message: self.message.map(Cow::into_owned),
+                    request_id: self.request_id.map(Cow::into_owned),
                     checked_at: self.checked_at,
                 },
                 source,

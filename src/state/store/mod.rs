@@ -566,6 +566,22 @@ impl Store {
         Ok(self.conn.query_row(&sql, [run], Self::run_from_row)?)
     }
 
+    /// How many rows of the run have a final outcome: `counts().done`,
+    /// counted by SQLite. At the end of a run this is all that is asked, and
+    /// grouping every row in Rust took about 2,700 instructions per row.
+    pub fn done_count(&self, run: i64) -> Result<u64> {
+        let finals: Vec<String> = RowStatus::ALL
+            .iter()
+            .filter(|status| status.is_final())
+            .map(|status| (*status as i64).to_string())
+            .collect();
+        let sql = format!(
+            "SELECT COUNT(*) FROM rows WHERE run = ?1 AND status IN ({})",
+            finals.join(",")
+        );
+        Ok(self.conn.query_row(&sql, [run], |r| r.get::<_, i64>(0))? as u64)
+    }
+
     pub fn chunks_done_count(&self, run: i64) -> Result<u64> {
         Ok(self
             .conn

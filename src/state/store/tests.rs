@@ -96,6 +96,8 @@ fn counts_group_every_row_of_the_run_and_only_of_it() {
 
     let counts = store.counts(run.id).unwrap();
     assert_eq!(counts.done, 6, "the failed row is not final");
+    assert_eq!(store.done_count(run.id).unwrap(), 6);
+    assert_eq!(store.done_count(other.id).unwrap(), 1);
     assert_eq!(counts.levels, [1, 0, 0, 5, 0]);
     assert_eq!(counts.statuses[&RowStatus::Ok], 6);
     assert_eq!(counts.statuses[&RowStatus::Failed], 1);
