@@ -180,6 +180,9 @@ fn collect_members(
         .column("openid")
         .and_then(|c| input.schema.index_of(c).ok());
     for chunk in input.chunks(run.chunk_size as usize)? {
+        if collector.complete() {
+            break;
+        }
         let chunk = chunk?;
         let openids = openid_column
             .map(|c| text_column(&chunk.batch, c))

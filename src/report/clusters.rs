@@ -57,6 +57,11 @@ pub struct MemberCollector {
     /// Per cluster field: value → index of its cluster.
     by_value: [HashMap<String, usize>; 4],
     members: Vec<Vec<Member>>,
+    /// Per cluster: the rows to list, `MEMBERS_SHOWN` or its counted rows
+    /// if fewer (the counts are exact or short, so that many rows exist).
+    wanted: Vec<usize>,
+    /// Clusters with fewer members than wanted.
+    open: usize,
 }
 
 impl MemberCollector {
@@ -67,9 +72,15 @@ impl MemberCollector {
                 by_value[field].insert(c.value.clone(), i);
             }
         }
+        let wanted: Vec<usize> = clusters
+            .iter()
+            .map(|c| MEMBERS_SHOWN.min(usize::try_from(c.rows).unwrap_or(usize::MAX)))
+            .collect();
         MemberCollector {
             by_value,
             members: vec![Vec::new(); clusters.len()],
+            open: wanted.iter().filter(|w| **w > 0).count(),
+            wanted,
         }
     }
 
@@ -78,13 +89,22 @@ impl MemberCollector {
         !self.by_value[field].is_empty()
     }
 
+    /// Whether every cluster has its members: the rest of the input need
+    /// not be read (a ring's first rows usually come early in a list).
+    pub fn complete(&self) -> bool {
+        self.open == 0
+    }
+
     /// A row whose `CLUSTER_FIELDS[field]` is `value`; `member` is called
     /// only when the row belongs to a cluster that still has room.
     pub fn add(&mut self, field: usize, value: &str, member: impl FnOnce() -> Member) {
         if let Some(&i) = self.by_value[field].get(value)
-            && self.members[i].len() < MEMBERS_SHOWN
+            && self.members[i].len() < self.wanted[i]
         {
             self.members[i].push(member());
+            if self.members[i].len() == self.wanted[i] {
+                self.open -= 1;
+            }
         }
     }
 
@@ -232,6 +252,40 @@ mod tests {
         let members = collector.finish();
         assert_eq!(members[0].len(), MEMBERS_SHOWN);
         assert_eq!(members[0][0].row, 1);
+    }
+
+    #[test]
+    fn collection_is_complete_once_every_cluster_has_its_rows() {
+        let cluster = |value: &str, rows| Cluster {
+            field: "deviceid".into(),
+            value: value.into(),
+            rows,
+            high_risk_rows: 0,
+        };
+        let clusters = vec![cluster("big", 1000), cluster("small", 3)];
+        let mut collector = MemberCollector::new(&clusters);
+        let member = |row| Member {
+            row,
+            openid: String::new(),
+            level: None,
+        };
+        for row in 1..=MEMBERS_SHOWN as u64 {
+            assert!(!collector.complete(), "row {row}");
+            collector.add(0, "big", || member(row));
+        }
+        assert!(!collector.complete(), "\"small\" has no member yet");
+        for row in 100..103 {
+            collector.add(0, "small", || member(row));
+        }
+        assert!(collector.complete());
+        collector.add(0, "small", || unreachable!("\"small\" counted 3 rows"));
+        let members = collector.finish();
+        assert_eq!(members[0].len(), MEMBERS_SHOWN);
+        assert_eq!(
+            members[1].iter().map(|m| m.row).collect::<Vec<_>>(),
+            [100, 101, 102]
+        );
+        assert!(MemberCollector::new(&[]).complete());
     }
 
     #[test]
