@@ -349,6 +349,10 @@ impl<'a> Runner<'a> {
                 || (self.writes > 0 && self.last_commit.elapsed() >= COMMIT_EVERY)
             {
                 self.save()?;
+            } else {
+                // A step at a time, between calls, what the commit would
+                // otherwise do at once while the calls queued ahead run dry.
+                self.store.step_answers_move()?;
             }
             self.figures.calls = self.run.calls_sent + self.calls_sent;
             self.figures.retries = self.run.retries + self.retries_sent;

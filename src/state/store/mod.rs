@@ -139,6 +139,9 @@ pub struct Store {
     /// Which generations of fresh answers may hold each slice of the key
     /// space (see `answers.rs`).
     gens: answers::Generations,
+    /// The move of a slice into the index that the open batch's commit
+    /// completes, when steps of it were taken before.
+    moving: Option<answers::SliceMove>,
 }
 
 /// How often a [`Syncer`] fsyncs the committed writes.
@@ -222,6 +225,7 @@ impl Store {
             seen: std::cell::RefCell::new(None),
             pending_answers: foldhash::HashMap::default(),
             gens,
+            moving: None,
         })
     }
 
@@ -408,9 +412,7 @@ impl Store {
             .and_then(|written| Ok((written, self.conn.execute_batch("COMMIT")?)));
         match committed {
             Ok((written, ())) => {
-                if let Some(written) = written {
-                    self.answers_committed(written);
-                }
+                self.answers_committed(written);
                 Ok(())
             }
             Err(err) => {

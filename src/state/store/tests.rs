@@ -211,6 +211,67 @@ fn fresh_answers_move_into_the_index_a_slice_per_commit_and_stay_found() {
     assert_found(&store, (0..3000 + answers::SLICES as u64).step_by(7));
 }
 
+/// The entries of an index table, in order.
+fn entries(store: &Store, table: &str) -> Vec<(Vec<u8>, i64, i64, i64)> {
+    let generation = if table == "answers" { "0" } else { "gen" };
+    let columns = format!("key, run, row, {generation}");
+    let mut stmt = store
+        .conn
+        .prepare(&format!(
+            "SELECT {columns} FROM {table} ORDER BY 1, 2, 3, 4"
+        ))
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn a_slice_moved_in_steps_between_writes_ends_as_one_moved_at_the_commit() {
+    let (at_commit, stepped) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut a, run) = store_with_answers(at_commit.path(), 3000);
+    let (mut b, _) = store_with_answers(stepped.path(), 3000);
+    a.commit().unwrap();
+    b.commit().unwrap();
+    let mut last: HashMap<RequestKey, u64> = (0..3000).map(|row| (spread_key(row), row)).collect();
+    for batch in 0..2 * answers::SLICES as u64 {
+        // New keys, and keys of the first rows and of the batch before
+        // answered again: a later row wins.
+        let rows = (0..40).map(|n| 3000 + batch * 40 + n);
+        for (n, row) in rows.enumerate() {
+            let key = spread_key(match n % 4 {
+                0 => row % 3000,
+                1 => row - 40,
+                _ => row,
+            });
+            last.insert(key, row);
+            put_answered(&mut a, run.id, row, &key, 2);
+            put_answered(&mut b, run.id, row, &key, 2);
+            if n % 3 == 0 {
+                b.step_answers_move().unwrap();
+                assert_eq!(
+                    b.answer(&key).unwrap().unwrap().answer.request_id,
+                    Some(format!("r{row}"))
+                );
+            }
+        }
+        a.commit().unwrap();
+        b.commit().unwrap();
+        for table in answers::INDEX_TABLES {
+            assert!(
+                entries(&a, table) == entries(&b, table),
+                "{table} after batch {batch}"
+            );
+        }
+    }
+    assert!(count(&b, "answers") > 3000);
+    for (key, row) in last {
+        let found = b.answer(&key).unwrap().unwrap();
+        assert_eq!(found.answer.request_id, Some(format!("r{row}")));
+    }
+}
+
 /// Asserts that the answer of each of `rows` (keyed by `spread_key`) is found.
 fn assert_found(store: &Store, rows: impl Iterator<Item = u64>) {
     for row in rows {
@@ -347,8 +408,8 @@ fn hex(key: &[u8]) -> String {
 
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
-    /// Any sequence of answers (keys reused, commits and restarts anywhere)
-    /// is found as the last answer given for each key, before and after
+    /// Any sequence of answers (keys reused, commits, steps of a move and
+    /// restarts anywhere) is found as the last answer given for each key, before and after
     /// reopening.
     #[test]
     fn the_index_always_gives_the_last_answer_of_each_key(
@@ -369,6 +430,7 @@ proptest::proptest! {
                     store.commit().unwrap();
                     store = Store::open(dir.path()).unwrap();
                 }
+                5 => store.step_answers_move().unwrap(),
                 _ => {}
             }
             let found = store.answer(&key).unwrap().unwrap();
