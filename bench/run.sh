@@ -81,7 +81,10 @@ measure() {
     log "$scenario / $name: $rps rows/s, $us µs CPU/row, $((rss / 1024)) MiB"
 }
 
-riskbatch_job() { # rows outdir rate -> job file
+riskbatch_job() { # rows outdir rate -> job file, its state and outputs removed
+    # Each run starts from nothing, as the Python peer's does: `--fresh`
+    # would also time discarding the last bench's run of the same list.
+    rm -rf "$work/.riskbatch/bench-$2" "$work/$2"
     cat >"$work/$2.toml" <<TOML
 name = "bench-$2"
 [input]
