@@ -157,9 +157,10 @@ pub(super) struct WrittenGeneration {
     /// The slice moved into the index, and the newest generation of it moved.
     slice: usize,
     moved_through: i64,
-    /// The batch's own generation, when it had answers, and for a store that
-    /// keeps filters, a filter of its keys.
-    written: Option<Option<Bloom>>,
+    /// Whether the batch had answers, written as the next generation.
+    appended: bool,
+    /// A filter of the generation's keys, for a store that keeps filters.
+    filter: Option<Bloom>,
 }
 
 /// Moves the answers of `answers_recent`, the fresh table of stores made
@@ -416,7 +417,8 @@ impl Store {
             return Ok(WrittenGeneration {
                 slice: moving.slice,
                 moved_through: generation - 1,
-                written: None,
+                appended: false,
+                filter: None,
             });
         }
         let mut answers: Vec<_> = self.pending_answers.drain().collect();
@@ -435,11 +437,12 @@ impl Store {
             .seen
             .get_mut()
             .is_some()
-            .then(|| Bloom::of_generation(answers.iter().map(|(key, _)| key)));
+            .then(|| Bloom::of_generation(to_fresh.iter().map(|entry| &entry.0)));
         Ok(WrittenGeneration {
             slice: moving.slice,
             moved_through: generation,
-            written: Some(filter),
+            appended: true,
+            filter,
         })
     }
 
@@ -483,11 +486,11 @@ impl Store {
     pub(super) fn answers_committed(&mut self, written: WrittenGeneration) {
         let generation = self.gens.next;
         self.gens.moved_through[written.slice] = written.moved_through;
-        if let Some(bloom) = written.written {
+        if written.appended {
             self.gens.next += 1;
-            if let (Some(filter), Some(bloom)) = (self.seen.get_mut(), bloom) {
-                filter.add_generation(generation, bloom);
-            }
+        }
+        if let (Some(filter), Some(bloom)) = (self.seen.get_mut(), written.filter) {
+            filter.add_generation(generation, bloom);
         }
         if let Some(filter) = self.seen.get_mut() {
             filter.forget_generations_through(self.gens.moved_in_full());
