@@ -120,7 +120,7 @@ fn step_start(slice: usize, step: usize) -> Vec<u8> {
 /// The slice that holds `key`: the last whose start is not after it.
 pub(super) fn slice_of(key: &RequestKey) -> usize {
     let prefix = u64::from(u16::from_be_bytes([key[0], key[1]]));
-    // slice_start(s) <= prefix  <=>  s < (prefix + 1) * SLICES / 65,536
+    // step_start(s, 0) <= prefix  <=>  s < (prefix + 1) * SLICES / 65,536
     ((prefix + 1) * SLICES as u64).div_ceil(65_536) as usize - 1
 }
 
@@ -153,7 +153,7 @@ impl SliceMove {
 
 /// What the commit of a batch changes in the index, applied once it is
 /// committed: a rolled-back batch must leave lookups as they were.
-pub(super) struct WrittenGeneration {
+pub(super) struct AnswersWritten {
     /// The slice moved into the index, and the newest generation of it moved.
     slice: usize,
     moved_through: i64,
@@ -351,13 +351,17 @@ impl Store {
         if !self.in_transaction || self.failed_commit.is_some() {
             return Ok(());
         }
-        let mut moving = self
-            .moving
-            .take()
-            .unwrap_or_else(|| SliceMove::planned(&self.gens));
+        let mut moving = self.take_move();
         let stepped = self.move_step(&mut moving);
         self.moving = Some(moving);
         stepped
+    }
+
+    /// The open batch's move, as far as its steps went.
+    fn take_move(&mut self) -> SliceMove {
+        self.moving
+            .take()
+            .unwrap_or_else(|| SliceMove::planned(&self.gens))
     }
 
     /// Moves the keys of one step's range, from every generation of the
@@ -384,18 +388,17 @@ impl Store {
             .map(|g| g.to_string())
             .collect::<Vec<_>>()
             .join(", ");
+        // The same text for every step of a move: prepared once per move.
         let range = format!("gen IN ({holding}) AND key >= ?1 AND key < ?2");
-        self.conn.execute(
-            &format!(
+        self.conn
+            .prepare_cached(&format!(
                 "INSERT OR REPLACE INTO answers (key, run, row) \
                  SELECT key, run, row FROM answers_fresh WHERE {range} ORDER BY gen, key"
-            ),
-            params![start, end],
-        )?;
-        self.conn.execute(
-            &format!("DELETE FROM answers_fresh WHERE {range}"),
-            params![start, end],
-        )?;
+            ))?
+            .execute(params![start, end])?;
+        self.conn
+            .prepare_cached(&format!("DELETE FROM answers_fresh WHERE {range}"))?
+            .execute(params![start, end])?;
         moving.steps_done += 1;
         Ok(())
     }
@@ -404,17 +407,14 @@ impl Store {
     /// those of the moved slice into the index, the others to
     /// `answers_fresh` as the next generation. Returns what
     /// [`answers_committed`](Self::answers_committed) needs.
-    pub(super) fn write_pending_answers(&mut self) -> Result<WrittenGeneration> {
-        let mut moving = self
-            .moving
-            .take()
-            .unwrap_or_else(|| SliceMove::planned(&self.gens));
+    pub(super) fn write_pending_answers(&mut self) -> Result<AnswersWritten> {
+        let mut moving = self.take_move();
         while !moving.is_done() {
             self.move_step(&mut moving)?;
         }
         let generation = self.gens.next;
         if self.pending_answers.is_empty() {
-            return Ok(WrittenGeneration {
+            return Ok(AnswersWritten {
                 slice: moving.slice,
                 moved_through: generation - 1,
                 appended: false,
@@ -438,7 +438,7 @@ impl Store {
             .get_mut()
             .is_some()
             .then(|| Bloom::of_generation(to_fresh.iter().map(|entry| &entry.0)));
-        Ok(WrittenGeneration {
+        Ok(AnswersWritten {
             slice: moving.slice,
             moved_through: generation,
             appended: true,
@@ -483,7 +483,7 @@ impl Store {
 
     /// What [`write_pending_answers`](Self::write_pending_answers) did, known
     /// once it is committed.
-    pub(super) fn answers_committed(&mut self, written: WrittenGeneration) {
+    pub(super) fn answers_committed(&mut self, written: AnswersWritten) {
         let generation = self.gens.next;
         self.gens.moved_through[written.slice] = written.moved_through;
         if written.appended {
