@@ -388,17 +388,21 @@ impl Store {
             .map(|g| g.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        // The same text for every step of a move: prepared once per move.
+        // Prepared for each step, not cached: with texts that change every
+        // commit, the statement cache cost a run of 10,000,000 rows 5 µs of
+        // CPU per row (31.6 against 26.6, one pair of alternate runs).
         let range = format!("gen IN ({holding}) AND key >= ?1 AND key < ?2");
-        self.conn
-            .prepare_cached(&format!(
+        self.conn.execute(
+            &format!(
                 "INSERT OR REPLACE INTO answers (key, run, row) \
                  SELECT key, run, row FROM answers_fresh WHERE {range} ORDER BY gen, key"
-            ))?
-            .execute(params![start, end])?;
-        self.conn
-            .prepare_cached(&format!("DELETE FROM answers_fresh WHERE {range}"))?
-            .execute(params![start, end])?;
+            ),
+            params![start, end],
+        )?;
+        self.conn.execute(
+            &format!("DELETE FROM answers_fresh WHERE {range}"),
+            params![start, end],
+        )?;
         moving.steps_done += 1;
         Ok(())
     }
