@@ -389,7 +389,7 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         // Prepared for each step, as benchmarked: the text changes with
-        // every commit, so caching it would only save 15 prepares a commit.
+        // every commit, so caching it would only save 30 prepares a commit.
         let range = format!("gen IN ({holding}) AND key >= ?1 AND key < ?2");
         self.conn.execute(
             &format!(
