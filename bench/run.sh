@@ -3,7 +3,9 @@
 # one light mock: ../shared/peers/mockfast (about 6 µs of CPU per request, so
 # the client is what gets measured). Peers: async_parallel.py (asyncio +
 # aiohttp, what a competent Python engineer writes), qsv fetchpost when
-# $QSV names a qsv built with it, and wrk as the ceiling. Then riskbatch's
+# $QSV names a qsv built with it, and wrk as the ceiling; at 50 ms, also on
+# `riskbatch sim`, which holds 50 ms on average where mockfast takes about
+# 51.5 ms (wrk's mean latency on each is printed). Then riskbatch's
 # peak memory on 10k / 1M (/ 10M with --big) rows for run, check and report,
 # and its pacing (bench/pacing.sh, measured at the simulator, per second).
 #   bench/run.sh [--quick] [--big]
@@ -59,6 +61,14 @@ start_mock() { # latency-ms
     mock_pid=$!
     for _ in $(seq 50); do grep -q listening "$work/mock.out" 2>/dev/null && break; sleep 0.1; done
     base="http://$(grep -o '127.0.0.1:[0-9]*' "$work/mock.out" | head -1)"
+    token=$(curl -s "$base/cgi-bin/token?grant_type=client_credential&appid=$WECHAT_APPID&secret=$WECHAT_SECRET" \
+        | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+}
+start_sim() { # latency: `riskbatch sim`, whose timer aims early so that its replies take the latency on average
+    "$bin" sim --listen 127.0.0.1:0 --latency "$1" >"$work/mock.out" 2>/dev/null &
+    mock_pid=$!
+    for _ in $(seq 50); do grep -q http "$work/mock.out" 2>/dev/null && break; sleep 0.1; done
+    base=$(grep -o 'http://[0-9.:]*' "$work/mock.out" | head -1)
     token=$(curl -s "$base/cgi-bin/token?grant_type=client_credential&appid=$WECHAT_APPID&secret=$WECHAT_SECRET" \
         | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
 }
@@ -141,6 +151,28 @@ for scenario in "0 ms" "50 ms"; do
     stop_mock
 done
 
+# mockfast's replies take about 51.5 ms at 50 ms, so no client reaches 98 % of
+# the ideal on it; the simulator holds 50 ms on average. One simulator per
+# client, so that its per-second arrival counts are that client's alone.
+scenario="50 ms, sim"
+rows=$rows_b
+input=$(data "$rows")
+log "scenario $scenario, $rows rows"
+if [ -n "$have_wrk" ]; then
+    start_sim 50ms
+    results+=("$scenario|wrk -t2 -c$conc (ceiling)|–|$(wrk_rps 10 sim)|–|–|–")
+    stop_mock
+fi
+start_sim 50ms
+measure "async_parallel.py c=$conc" "$rows" "$py" "$peers/async_parallel.py" --input "$input" \
+    --output "$work/ap.csv" --base-url "$base" --concurrency $conc --rate 0 --run-id "bsim" --log-every 600
+rm -f "$work/ap.csv.ckpt.jsonl"
+stop_mock
+start_sim 50ms
+measure "riskbatch c=$conc" "$rows" "$bin" run "$(riskbatch_job "$rows" "rbsim" 1000000)" --fresh --progress never
+curl -s "$base/_sim/stats?seconds=1" >"$work/sim-50-stats.json"
+stop_mock
+
 scenario="memory"
 start_mock 0
 sizes=(10000 1000000)
@@ -155,7 +187,7 @@ stop_mock
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "–" }'; }
 echo
-echo "## riskbatch and its peers on mockfast ($(date -u +%Y-%m-%d), $(nproc) cores)"
+echo "## riskbatch and its peers on mockfast, and at 50 ms on the simulator ($(date -u +%Y-%m-%d), $(nproc) cores)"
 echo
 echo "| scenario | client | rows | rows/s | CPU µs/row | peak RSS MiB | mock CPU s | riskbatch rows/s ÷ this |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
@@ -176,6 +208,17 @@ if [ -s "$work/wrk-latency-50" ]; then
     awk -v l="$(cat "$work/wrk-latency-50")" -v c=$conc 'BEGIN {
         printf "Under wrk the mock answered in %.2f ms on average (it sleeps with tokio, whose timer rounds up to the next millisecond), ", l
         printf "so %d in flight carry at most %.0f rows/s (%.1f %% of the ideal).\n", c, c * 1000 / l, 100 * 50 / l }'
+fi
+if [ -s "$work/wrk-latency-sim" ] && [ -s "$work/sim-50-stats.json" ]; then
+    python3 - "$work/sim-50-stats.json" "$(cat "$work/wrk-latency-sim")" "$conc" <<'PY'
+import json, sys
+stats, latency, conc = json.load(open(sys.argv[1])), float(sys.argv[2]), int(sys.argv[3])
+full = stats["per_second"][1:-1]          # the first and last seconds are partial
+ideal = conc * 1000 / 50
+mean = sum(full) / len(full) if full else 0.0
+print(f"At the simulator (50 ms, `riskbatch sim`), wrk measured {latency:.2f} ms a reply; riskbatch's requests "
+      f"arrived at {mean:.1f} a second over {len(full)} full seconds ({100 * mean / ideal:.1f} % of the ideal {ideal:.0f}).")
+PY
 fi
 echo
 echo "## Pacing (bench/pacing.sh, counted per second at the simulator)"
