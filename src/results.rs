@@ -4,13 +4,17 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use arrow_array::Array;
+use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_schema::DataType;
 
-use crate::input::InputFile;
+use crate::input::{InputChunk, InputFile};
 use crate::job::{API_FIELDS, Job};
 use crate::outcome::{Answer, RowOutcome, RowStatus};
 use crate::output::{Feedback, Masker, OutputOwner, OutputPlan, ResultWriter};
@@ -34,7 +38,9 @@ pub fn write_results(
     let masker = if job.output.mask.is_empty() {
         None
     } else {
-        Some(Masker::new(crate::state::mask_salt(&job.state_dir)?))
+        Some(Arc::new(Masker::new(crate::state::mask_salt(
+            &job.state_dir,
+        )?)))
     };
     let mask: Vec<usize> = job
         .output
@@ -49,7 +55,7 @@ pub fn write_results(
             parquet: job.output.parquet,
             csv: job.output.csv,
             mask: mask.clone(),
-            masker: masker.as_ref(),
+            masker: masker.as_deref(),
             // Every API field but the merchant code identifies a participant:
             // nearly every value differs.
             unique_columns: API_FIELDS
@@ -63,51 +69,16 @@ pub fn write_results(
         },
         &input.schema,
     )?;
-    let cluster_columns: Vec<(usize, usize)> = CLUSTER_FIELDS
-        .iter()
-        .enumerate()
-        .filter_map(|(i, field)| {
-            let column = job.column(field)?;
-            Some((i, input.schema.index_of(column).ok()?))
-        })
-        .collect();
-    let mut clusters = ClusterCounter::default();
+    let columns = ClusterColumns::of(job, input, &mask, masker.clone());
+    let mut counting = ClusterThread::start(columns.clone())?;
     let verdicts = store.latest_verdicts()?;
     let openid_column = job
         .column("openid")
         .and_then(|c| input.schema.index_of(c).ok());
     let mut feedback_rows = 0u64;
-    for chunk in input.chunks(run.chunk_size as usize)? {
+    for chunk in input.chunks_ahead(run.chunk_size as usize, |_| false)? {
         let chunk = chunk?;
-        let last = chunk.first_row + chunk.len() as u64 - 1;
-        let mut stored = store
-            .rows_between(run.id, chunk.first_row, last)?
-            .into_iter()
-            .peekable();
-        let mut outcomes = Vec::with_capacity(chunk.len());
-        for row in chunk.first_row..=last {
-            match stored.next_if(|o| o.row == row) {
-                // A row stopped by a pause (45009, code 13) has no verdict of
-                // its own: pending, not failed. A row whose retries ran out
-                // keeps `failed` with WeChat's message (wechat-api.md §3).
-                Some(outcome) if partial && paused_row(&outcome) => outcomes.push(RowOutcome {
-                    row,
-                    answer: Answer::local(RowStatus::Pending, None, None, 0),
-                    source: None,
-                    attempts: outcome.attempts,
-                }),
-                Some(outcome) => outcomes.push(outcome),
-                None if partial => outcomes.push(RowOutcome {
-                    row,
-                    answer: Answer::local(RowStatus::Pending, None, None, 0),
-                    source: None,
-                    attempts: 0,
-                }),
-                None => {
-                    bail!("the checkpoint store has no outcome for row {row} of a complete run")
-                }
-            }
-        }
+        let outcomes = chunk_outcomes(store, run, &chunk, partial)?;
         let feedback: Vec<Option<&Feedback>> = match openid_column {
             Some(column) if !verdicts.is_empty() => {
                 let openids = text_column(&chunk.batch, column)?;
@@ -120,31 +91,13 @@ pub fn write_results(
         };
         feedback_rows += feedback.iter().filter(|f| f.is_some()).count() as u64;
         writer.write(&chunk.batch, &outcomes, &feedback)?;
-        for &(field, column) in &cluster_columns {
-            let values = text_column(&chunk.batch, column)?;
-            let values = values.as_string::<i32>();
-            for (i, outcome) in outcomes.iter().enumerate() {
-                let Some(value) = cell(values, i) else {
-                    continue;
-                };
-                let high = outcome.answer.level >= Some(3);
-                match (&masker, mask.contains(&column)) {
-                    (Some(masker), true) => clusters.add(field, &masker.mask(value), high),
-                    _ => clusters.add(field, value, high),
-                }
-            }
-        }
+        counting.add(&chunk.batch, &outcomes);
     }
     let paths = writer.finish()?;
-    let top = clusters.top();
+    let top = counting.finish()?.top();
     let members = if top.is_empty() {
         Vec::new()
     } else {
-        let columns = ClusterColumns {
-            fields: &cluster_columns,
-            mask: &mask,
-            masker: masker.as_ref(),
-        };
         collect_members(job, input, store, run, &top, &columns)?
     };
     let found = Found {
@@ -157,12 +110,141 @@ pub fn write_results(
     Ok((paths, found))
 }
 
+/// The outcome of every row of `chunk`, from the store.
+fn chunk_outcomes(
+    store: &Store,
+    run: &RunRecord,
+    chunk: &InputChunk,
+    partial: bool,
+) -> Result<Vec<RowOutcome>> {
+    let last = chunk.first_row + chunk.len() as u64 - 1;
+    let mut stored = store
+        .rows_between(run.id, chunk.first_row, last)?
+        .into_iter()
+        .peekable();
+    let pending = |row, attempts| RowOutcome {
+        row,
+        answer: Answer::local(RowStatus::Pending, None, None, 0),
+        source: None,
+        attempts,
+    };
+    let mut outcomes = Vec::with_capacity(chunk.len());
+    for row in chunk.first_row..=last {
+        match stored.next_if(|o| o.row == row) {
+            // A row stopped by a pause (45009, code 13) has no verdict of
+            // its own: pending, not failed. A row whose retries ran out
+            // keeps `failed` with WeChat's message (wechat-api.md §3).
+            Some(outcome) if partial && paused_row(&outcome) => {
+                outcomes.push(pending(row, outcome.attempts));
+            }
+            Some(outcome) => outcomes.push(outcome),
+            None if partial => outcomes.push(pending(row, 0)),
+            None => {
+                bail!("the checkpoint store has no outcome for row {row} of a complete run")
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
 /// The input columns the clusters are counted on, and how they are masked.
-struct ClusterColumns<'a> {
+#[derive(Clone)]
+struct ClusterColumns {
     /// (index in `CLUSTER_FIELDS`, column in the input)
-    fields: &'a [(usize, usize)],
-    mask: &'a [usize],
-    masker: Option<&'a Masker>,
+    fields: Vec<(usize, usize)>,
+    mask: Vec<usize>,
+    masker: Option<Arc<Masker>>,
+}
+
+impl ClusterColumns {
+    fn of(job: &Job, input: &InputFile, mask: &[usize], masker: Option<Arc<Masker>>) -> Self {
+        let fields = CLUSTER_FIELDS
+            .iter()
+            .enumerate()
+            .filter_map(|(i, field)| {
+                let column = job.column(field)?;
+                Some((i, input.schema.index_of(column).ok()?))
+            })
+            .collect();
+        ClusterColumns {
+            fields,
+            mask: mask.to_vec(),
+            masker,
+        }
+    }
+
+    /// `value` as the result files show it: hashed when its column is masked.
+    fn shown<'v>(&self, column: usize, value: &'v str) -> Cow<'v, str> {
+        match &self.masker {
+            Some(masker) if self.mask.contains(&column) => Cow::Owned(masker.mask(value)),
+            _ => Cow::Borrowed(value),
+        }
+    }
+
+    /// Counts the rows of `batch`; `high[i]`: whether row `i` is high risk.
+    fn count(
+        &self,
+        clusters: &mut ClusterCounter,
+        batch: &RecordBatch,
+        high: &[bool],
+    ) -> Result<()> {
+        for &(field, column) in &self.fields {
+            let values = text_column(batch, column)?;
+            let values = values.as_string::<i32>();
+            for (i, &high) in high.iter().enumerate() {
+                if let Some(value) = cell(values, i) {
+                    clusters.add(field, &self.shown(column, value), high);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts the clusters on a thread of its own, beside the result files:
+/// hashing every row's values took a fifth of the output pass's thread.
+struct ClusterThread {
+    chunks: Option<SyncSender<(RecordBatch, Vec<bool>)>>,
+    thread: JoinHandle<Result<ClusterCounter>>,
+}
+
+impl ClusterThread {
+    fn start(columns: ClusterColumns) -> Result<ClusterThread> {
+        // A few chunks queued keep both threads busy without holding the input.
+        let (chunks, received) = sync_channel::<(RecordBatch, Vec<bool>)>(4);
+        let thread = std::thread::Builder::new()
+            .name("riskbatch-clusters".into())
+            .spawn(move || {
+                let mut clusters = ClusterCounter::default();
+                for (batch, high) in received {
+                    columns.count(&mut clusters, &batch, &high)?;
+                }
+                Ok(clusters)
+            })
+            .context("starting the cluster counting")?;
+        Ok(ClusterThread {
+            chunks: Some(chunks),
+            thread,
+        })
+    }
+
+    fn add(&mut self, batch: &RecordBatch, outcomes: &[RowOutcome]) {
+        let high = outcomes.iter().map(|o| o.answer.level >= Some(3)).collect();
+        if let Some(chunks) = &self.chunks
+            && chunks.send((batch.clone(), high)).is_err()
+        {
+            // The thread stopped on an error: `finish` reports it.
+            self.chunks = None;
+        }
+    }
+
+    fn finish(mut self) -> Result<ClusterCounter> {
+        self.chunks = None;
+        match self.thread.join() {
+            Ok(result) => result,
+            Err(_) => bail!("the cluster counting panicked"),
+        }
+    }
 }
 
 /// The first rows of each cluster, from a second pass over the input: the
@@ -173,7 +255,7 @@ fn collect_members(
     store: &Store,
     run: &RunRecord,
     clusters: &[Cluster],
-    columns: &ClusterColumns<'_>,
+    columns: &ClusterColumns,
 ) -> Result<Vec<Vec<Member>>> {
     let mut collector = MemberCollector::new(clusters);
     let openid_column = job
@@ -187,33 +269,26 @@ fn collect_members(
         let openids = openid_column
             .map(|c| text_column(&chunk.batch, c))
             .transpose()?;
-        for &(field, column) in columns.fields {
+        for &(field, column) in &columns.fields {
             if !collector.wants(field) {
                 continue;
             }
-            let masked = columns.mask.contains(&column);
             let values = text_column(&chunk.batch, column)?;
             let values = values.as_string::<i32>();
             for i in 0..chunk.len() {
                 let Some(value) = cell(values, i) else {
                     continue;
                 };
-                let value = match (columns.masker, masked) {
-                    (Some(masker), true) => Cow::Owned(masker.mask(value)),
-                    _ => Cow::Borrowed(value),
-                };
+                let value = columns.shown(column, value);
                 let row = chunk.first_row + i as u64;
                 collector.add(field, &value, || {
                     let openid = openids
                         .as_ref()
                         .and_then(|o| cell(o.as_string::<i32>(), i))
                         .unwrap_or_default();
-                    let openid = match (
-                        columns.masker,
-                        openid_column.is_some_and(|c| columns.mask.contains(&c)),
-                    ) {
-                        (Some(masker), true) => masker.mask(openid),
-                        _ => openid.to_string(),
+                    let openid = match openid_column {
+                        Some(c) => columns.shown(c, openid).into_owned(),
+                        None => openid.to_string(),
                     };
                     Member {
                         row,

@@ -84,6 +84,56 @@ impl InputChunk {
 
 pub type ChunkIter = Box<dyn Iterator<Item = Result<InputChunk>> + Send>;
 
+/// Chunks parsed on a thread of their own, at most two ahead of their
+/// reader, so that parsing runs beside what is done with the chunks.
+/// Dropped, it stops the thread and waits for it.
+pub struct ReadAhead {
+    chunks: Option<std::sync::mpsc::Receiver<Result<InputChunk>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReadAhead {
+    /// Reads `chunks` on a thread, leaving out those `skip` names by index.
+    pub fn start(chunks: ChunkIter, skip: impl Fn(u64) -> bool + Send + 'static) -> Result<Self> {
+        let (sender, received) = std::sync::mpsc::sync_channel(2);
+        let thread = std::thread::Builder::new()
+            .name("riskbatch-reader".into())
+            .spawn(move || {
+                for chunk in chunks {
+                    if matches!(&chunk, Ok(c) if skip(c.index)) {
+                        continue;
+                    }
+                    if sender.send(chunk).is_err() {
+                        return;
+                    }
+                }
+            })
+            .context("starting the input reader")?;
+        Ok(ReadAhead {
+            chunks: Some(received),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Iterator for ReadAhead {
+    type Item = Result<InputChunk>;
+
+    fn next(&mut self) -> Option<Result<InputChunk>> {
+        self.chunks.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        // Closing the channel first makes the thread's next send fail.
+        self.chunks = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// How much an input holds, read once through before a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputCount {
@@ -203,6 +253,16 @@ impl InputFile {
             ),
             Format::Parquet => parquet::chunks(&self.path, chunk_size),
         }
+    }
+
+    /// [`InputFile::chunks`] parsed ahead on a thread, without the chunks
+    /// `skip` names.
+    pub fn chunks_ahead(
+        &self,
+        chunk_size: usize,
+        skip: impl Fn(u64) -> bool + Send + 'static,
+    ) -> Result<ReadAhead> {
+        ReadAhead::start(self.chunks(chunk_size)?, skip)
     }
 
     /// The rows and lines of the whole input; an error (exit 2) when the file

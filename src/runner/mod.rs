@@ -17,7 +17,6 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -30,7 +29,7 @@ use calls::{Completions, Ending, calls_per_wake, dispatch};
 use rows::PendingRow;
 
 use crate::clock::now_ms;
-use crate::input::{InputChunk, InputFile};
+use crate::input::{InputFile, ReadAhead};
 use crate::job::Job;
 use crate::outcome::{Answer, PauseReason, RiskSource, RowOutcome, RowStatus};
 use crate::progress::{Figures, Progress, ProgressMode};
@@ -154,7 +153,7 @@ pub struct Runner<'a> {
     /// Finished calls taken from `finished`, handled in one go.
     taken: Vec<Finished>,
     finish_rate: calls::FinishRate,
-    chunks: Option<Receiver<Result<InputChunk>>>,
+    chunks: Option<ReadAhead>,
     queue: VecDeque<PendingRow>,
     /// Calls decided in this turn of the loop, handed over together.
     orders: Vec<CallOrder>,
@@ -245,7 +244,7 @@ impl<'a> Runner<'a> {
             move || journal.sync()
         })?;
         self.journal = Some(journal.clone());
-        let reader = self.start_reader(done_chunks)?;
+        self.start_reader(done_chunks)?;
 
         let (call_tx, call_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<CallOrder>>();
         let dispatcher = self.calls.runtime.spawn(dispatch(
@@ -269,7 +268,6 @@ impl<'a> Runner<'a> {
                 });
         progress.finish();
         drop(self.chunks.take());
-        let _ = reader.join();
         result?;
         saved?;
 

@@ -2,9 +2,8 @@
 //! and each chunk's rows that still lack a final outcome.
 
 use std::collections::HashSet;
-use std::sync::mpsc::{self, SyncSender};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::{HashMap, RunEnd, Runner};
 use crate::clock::now_ms;
@@ -21,27 +20,14 @@ pub(super) struct PendingRow {
 }
 
 impl Runner<'_> {
-    pub(super) fn start_reader(
-        &mut self,
-        done_chunks: HashSet<u64>,
-    ) -> Result<std::thread::JoinHandle<()>> {
-        let (tx, rx): (SyncSender<Result<InputChunk>>, _) = mpsc::sync_channel(2);
-        let chunks = self.input.chunks(self.job.throttle.chunk_size as usize)?;
-        self.chunks = Some(rx);
-        let handle = std::thread::Builder::new()
-            .name("riskbatch-reader".into())
-            .spawn(move || {
-                for chunk in chunks {
-                    if matches!(&chunk, Ok(c) if done_chunks.contains(&c.index)) {
-                        continue;
-                    }
-                    if tx.send(chunk).is_err() {
-                        return;
-                    }
-                }
-            })
-            .context("starting the input reader")?;
-        Ok(handle)
+    pub(super) fn start_reader(&mut self, done_chunks: HashSet<u64>) -> Result<()> {
+        let chunks = self
+            .input
+            .chunks_ahead(self.job.throttle.chunk_size as usize, move |c| {
+                done_chunks.contains(&c)
+            })?;
+        self.chunks = Some(chunks);
+        Ok(())
     }
 
     /// The next row without a final outcome, reading the next chunk when needed.
@@ -50,7 +36,7 @@ impl Runner<'_> {
             if let Some(row) = self.queue.pop_front() {
                 return Ok(Some(row));
             }
-            let Some(chunks) = &self.chunks else {
+            let Some(chunks) = &mut self.chunks else {
                 return Ok(None);
             };
             if self
@@ -59,16 +45,16 @@ impl Runner<'_> {
                 .is_some_and(|max| self.chunks_started >= max)
             {
                 // Finish what is in flight; pause only if a chunk is left for next time.
-                let more = chunks.recv().is_ok();
+                let more = chunks.next().is_some();
                 self.chunks = None;
                 if more && self.stop.is_none() {
                     self.stop = Some(RunEnd::Paused(PauseReason::MaxChunks));
                 }
                 return Ok(None);
             }
-            match chunks.recv() {
-                Ok(Ok(chunk)) => self.start_chunk(chunk)?,
-                Ok(Err(err)) => {
+            match chunks.next() {
+                Some(Ok(chunk)) => self.start_chunk(chunk)?,
+                Some(Err(err)) => {
                     // Damage found mid-file: what is done so far is kept,
                     // and the calls in flight finish.
                     self.chunks = None;
@@ -77,7 +63,7 @@ impl Runner<'_> {
                     }
                     return Ok(None);
                 }
-                Err(_) => {
+                None => {
                     self.chunks = None;
                     return Ok(None);
                 }
