@@ -31,6 +31,7 @@ pub mod runner;
 pub mod sim;
 pub mod state;
 pub mod wechat;
+mod worker;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

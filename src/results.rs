@@ -5,10 +5,8 @@
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, sync_channel};
-use std::thread::JoinHandle;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use arrow_array::Array;
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
@@ -22,6 +20,7 @@ use crate::report::clusters::{
     CLUSTER_FIELDS, Cluster, ClusterCounter, Found, Member, MemberCollector,
 };
 use crate::state::store::{RunRecord, Store};
+use crate::worker::Worker;
 
 /// Writes the result files of `run`; `partial` marks an unfinished run's
 /// report, where rows without a final outcome appear as `pending`.
@@ -70,7 +69,7 @@ pub fn write_results(
         &input.schema,
     )?;
     let columns = ClusterColumns::of(job, input, &mask, masker.clone());
-    let mut counting = ClusterThread::start(columns.clone())?;
+    let mut counting = start_counting(columns.clone())?;
     let verdicts = store.latest_verdicts()?;
     let openid_column = job
         .column("openid")
@@ -91,7 +90,7 @@ pub fn write_results(
         };
         feedback_rows += feedback.iter().filter(|f| f.is_some()).count() as u64;
         writer.write(&chunk.batch, &outcomes, &feedback)?;
-        counting.add(&chunk.batch, &outcomes);
+        counting.give(counted(&chunk.batch, &outcomes));
     }
     let paths = writer.finish()?;
     let top = counting.finish()?.top();
@@ -203,48 +202,23 @@ impl ClusterColumns {
 
 /// Counts the clusters on a thread of its own, beside the result files:
 /// hashing every row's values took a fifth of the output pass's thread.
-struct ClusterThread {
-    chunks: Option<SyncSender<(RecordBatch, Vec<bool>)>>,
-    thread: JoinHandle<Result<ClusterCounter>>,
+type ClusterThread = Worker<(RecordBatch, Vec<bool>), ClusterCounter>;
+
+fn start_counting(columns: ClusterColumns) -> Result<ClusterThread> {
+    // A few chunks queued keep both threads busy without holding the input.
+    ClusterThread::start("clusters", 4, move |chunks| {
+        let mut clusters = ClusterCounter::default();
+        for (batch, high) in chunks {
+            columns.count(&mut clusters, &batch, &high)?;
+        }
+        Ok(clusters)
+    })
 }
 
-impl ClusterThread {
-    fn start(columns: ClusterColumns) -> Result<ClusterThread> {
-        // A few chunks queued keep both threads busy without holding the input.
-        let (chunks, received) = sync_channel::<(RecordBatch, Vec<bool>)>(4);
-        let thread = std::thread::Builder::new()
-            .name("riskbatch-clusters".into())
-            .spawn(move || {
-                let mut clusters = ClusterCounter::default();
-                for (batch, high) in received {
-                    columns.count(&mut clusters, &batch, &high)?;
-                }
-                Ok(clusters)
-            })
-            .context("starting the cluster counting")?;
-        Ok(ClusterThread {
-            chunks: Some(chunks),
-            thread,
-        })
-    }
-
-    fn add(&mut self, batch: &RecordBatch, outcomes: &[RowOutcome]) {
-        let high = outcomes.iter().map(|o| o.answer.level >= Some(3)).collect();
-        if let Some(chunks) = &self.chunks
-            && chunks.send((batch.clone(), high)).is_err()
-        {
-            // The thread stopped on an error: `finish` reports it.
-            self.chunks = None;
-        }
-    }
-
-    fn finish(mut self) -> Result<ClusterCounter> {
-        self.chunks = None;
-        match self.thread.join() {
-            Ok(result) => result,
-            Err(_) => bail!("the cluster counting panicked"),
-        }
-    }
+/// What the cluster counting needs of a chunk: its rows, and which are high risk.
+fn counted(batch: &RecordBatch, outcomes: &[RowOutcome]) -> (RecordBatch, Vec<bool>) {
+    let high = outcomes.iter().map(|o| o.answer.level >= Some(3)).collect();
+    (batch.clone(), high)
 }
 
 /// The first rows of each cluster, from a second pass over the input: the

@@ -35,6 +35,7 @@ const ROW_GROUP_ROWS: usize = 64 * 1024;
 pub use atomic::{AtomicFile, sync_folder, write_atomically};
 
 use crate::outcome::{RowOutcome, label};
+use crate::worker::Worker;
 
 /// The columns riskbatch appends, in order.
 pub const RESULT_COLUMNS: [&str; 15] = [
@@ -227,52 +228,22 @@ pub struct ResultWriter<'a> {
 /// Encodes and compresses the Parquet file on a thread of its own, beside
 /// the CSV file and the reading of input and store: that was two fifths of
 /// the output pass, which otherwise runs on one core.
-struct ParquetThread {
-    batches: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
-    thread: std::thread::JoinHandle<Result<()>>,
-}
+type ParquetThread = Worker<RecordBatch, ()>;
 
-impl ParquetThread {
-    fn start(mut writer: ArrowWriter<File>) -> Result<ParquetThread> {
-        // Two batches in the queue keep both threads busy without buffering the input.
-        let (batches, received) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
-        let thread = std::thread::Builder::new()
-            .name("riskbatch-parquet".into())
-            .spawn(move || {
-                for batch in received {
-                    let flushed = writer.flushed_row_groups().len();
-                    writer.write(&batch)?;
-                    if writer.flushed_row_groups().len() > flushed {
-                        // A row group was just written out: its pages are free.
-                        crate::heap::release_free_pages();
-                    }
-                }
-                writer.close()?;
-                Ok(())
-            })
-            .context("starting the Parquet writer")?;
-        Ok(ParquetThread {
-            batches: Some(batches),
-            thread,
-        })
-    }
-
-    fn write(&mut self, batch: RecordBatch) {
-        if let Some(batches) = &self.batches
-            && batches.send(batch).is_err()
-        {
-            // The thread stopped on an error: `finish` reports it.
-            self.batches = None;
+fn start_parquet(mut writer: ArrowWriter<File>) -> Result<ParquetThread> {
+    // Two batches in the queue keep both threads busy without buffering the input.
+    ParquetThread::start("parquet", 2, move |batches| {
+        for batch in batches {
+            let flushed = writer.flushed_row_groups().len();
+            writer.write(&batch)?;
+            if writer.flushed_row_groups().len() > flushed {
+                // A row group was just written out: its pages are free.
+                crate::heap::release_free_pages();
+            }
         }
-    }
-
-    fn finish(mut self) -> Result<()> {
-        self.batches = None;
-        match self.thread.join() {
-            Ok(result) => result,
-            Err(_) => anyhow::bail!("the Parquet writer panicked"),
-        }
-    }
+        writer.close()?;
+        Ok(())
+    })
 }
 
 impl<'a> ResultWriter<'a> {
@@ -325,7 +296,7 @@ impl<'a> ResultWriter<'a> {
             }
             let props = props.build();
             let writer = ArrowWriter::try_new(target.file()?, schema.clone(), Some(props))?;
-            Some((ParquetThread::start(writer)?, target))
+            Some((start_parquet(writer)?, target))
         } else {
             None
         };
@@ -364,7 +335,7 @@ impl<'a> ResultWriter<'a> {
         columns.extend(feedback_columns(feedback));
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         if let Some((writer, _)) = &mut self.parquet {
-            writer.write(batch.clone());
+            writer.give(batch.clone());
         }
         if let Some((writer, _)) = &mut self.csv
             && let Err(err) = writer.write(&batch)
