@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use arrow_array::Array;
@@ -37,9 +36,7 @@ pub fn write_results(
     let masker = if job.output.mask.is_empty() {
         None
     } else {
-        Some(Arc::new(Masker::new(crate::state::mask_salt(
-            &job.state_dir,
-        )?)))
+        Some(Masker::new(crate::state::mask_salt(&job.state_dir)?))
     };
     let mask: Vec<usize> = job
         .output
@@ -54,7 +51,7 @@ pub fn write_results(
             parquet: job.output.parquet,
             csv: job.output.csv,
             mask: mask.clone(),
-            masker: masker.as_deref(),
+            masker: masker.as_ref(),
             // Every API field but the merchant code identifies a participant:
             // nearly every value differs.
             unique_columns: API_FIELDS
@@ -68,8 +65,12 @@ pub fn write_results(
         },
         &input.schema,
     )?;
-    let columns = ClusterColumns::of(job, input, &mask, masker.clone());
-    let mut counting = start_counting(columns.clone())?;
+    let columns = ClusterColumns {
+        fields: cluster_fields(job, input),
+        mask: &mask,
+        masker: masker.as_ref(),
+    };
+    let mut counting = start_counting(columns.fields.clone())?;
     let verdicts = store.latest_verdicts()?;
     let openid_column = job
         .column("openid")
@@ -89,8 +90,8 @@ pub fn write_results(
             _ => vec![None; chunk.len()],
         };
         feedback_rows += feedback.iter().filter(|f| f.is_some()).count() as u64;
-        writer.write(&chunk.batch, &outcomes, &feedback)?;
-        counting.give(counted(&chunk.batch, &outcomes));
+        let written = writer.write(&chunk.batch, &outcomes, &feedback)?;
+        counting.give(counted(written, &outcomes));
     }
     let paths = writer.finish()?;
     let top = counting.finish()?.top();
@@ -147,56 +148,38 @@ fn chunk_outcomes(
 }
 
 /// The input columns the clusters are counted on, and how they are masked.
-#[derive(Clone)]
-struct ClusterColumns {
+struct ClusterColumns<'a> {
     /// (index in `CLUSTER_FIELDS`, column in the input)
     fields: Vec<(usize, usize)>,
-    mask: Vec<usize>,
-    masker: Option<Arc<Masker>>,
+    mask: &'a [usize],
+    masker: Option<&'a Masker>,
 }
 
-impl ClusterColumns {
-    fn of(job: &Job, input: &InputFile, mask: &[usize], masker: Option<Arc<Masker>>) -> Self {
-        let fields = CLUSTER_FIELDS
-            .iter()
-            .enumerate()
-            .filter_map(|(i, field)| {
-                let column = job.column(field)?;
-                Some((i, input.schema.index_of(column).ok()?))
-            })
-            .collect();
-        ClusterColumns {
-            fields,
-            mask: mask.to_vec(),
-            masker,
-        }
+impl ClusterColumns<'_> {
+    /// The masker of `column`, if it is masked.
+    fn masker_of(&self, column: usize) -> Option<&Masker> {
+        self.masker.filter(|_| self.mask.contains(&column))
     }
+}
 
-    /// `value` as the result files show it: hashed when its column is masked.
-    fn shown<'v>(&self, column: usize, value: &'v str) -> Cow<'v, str> {
-        match &self.masker {
-            Some(masker) if self.mask.contains(&column) => Cow::Owned(masker.mask(value)),
-            _ => Cow::Borrowed(value),
-        }
-    }
+/// (index in `CLUSTER_FIELDS`, column in the input) of each cluster field
+/// the job maps.
+fn cluster_fields(job: &Job, input: &InputFile) -> Vec<(usize, usize)> {
+    CLUSTER_FIELDS
+        .iter()
+        .enumerate()
+        .filter_map(|(i, field)| {
+            let column = job.column(field)?;
+            Some((i, input.schema.index_of(column).ok()?))
+        })
+        .collect()
+}
 
-    /// Counts the rows of `batch`; `high[i]`: whether row `i` is high risk.
-    fn count(
-        &self,
-        clusters: &mut ClusterCounter,
-        batch: &RecordBatch,
-        high: &[bool],
-    ) -> Result<()> {
-        for &(field, column) in &self.fields {
-            let values = text_column(batch, column)?;
-            let values = values.as_string::<i32>();
-            for (i, &high) in high.iter().enumerate() {
-                if let Some(value) = cell(values, i) {
-                    clusters.add(field, &self.shown(column, value), high);
-                }
-            }
-        }
-        Ok(())
+/// `value` as the result files show it: hashed by `masker`, if any.
+fn shown<'v>(masker: Option<&Masker>, value: &'v str) -> Cow<'v, str> {
+    match masker {
+        Some(masker) => Cow::Owned(masker.mask(value)),
+        None => Cow::Borrowed(value),
     }
 }
 
@@ -204,21 +187,31 @@ impl ClusterColumns {
 /// hashing every row's values took a fifth of the output pass's thread.
 type ClusterThread = Worker<(RecordBatch, Vec<bool>), ClusterCounter>;
 
-fn start_counting(columns: ClusterColumns) -> Result<ClusterThread> {
+/// Counts the chunks as written to the result files, whose masked columns
+/// are hashed already; `fields` as [`cluster_fields`] gives them.
+fn start_counting(fields: Vec<(usize, usize)>) -> Result<ClusterThread> {
     // A few chunks queued keep both threads busy without holding the input.
     ClusterThread::start("clusters", 4, move |chunks| {
         let mut clusters = ClusterCounter::default();
         for (batch, high) in chunks {
-            columns.count(&mut clusters, &batch, &high)?;
+            for &(field, column) in &fields {
+                let values = text_column(&batch, column)?;
+                let values = values.as_string::<i32>();
+                for (i, &high) in high.iter().enumerate() {
+                    if let Some(value) = cell(values, i) {
+                        clusters.add(field, value, high);
+                    }
+                }
+            }
         }
         Ok(clusters)
     })
 }
 
 /// What the cluster counting needs of a chunk: its rows, and which are high risk.
-fn counted(batch: &RecordBatch, outcomes: &[RowOutcome]) -> (RecordBatch, Vec<bool>) {
+fn counted(batch: RecordBatch, outcomes: &[RowOutcome]) -> (RecordBatch, Vec<bool>) {
     let high = outcomes.iter().map(|o| o.answer.level >= Some(3)).collect();
-    (batch.clone(), high)
+    (batch, high)
 }
 
 /// The first rows of each cluster, from a second pass over the input: the
@@ -229,7 +222,7 @@ fn collect_members(
     store: &Store,
     run: &RunRecord,
     clusters: &[Cluster],
-    columns: &ClusterColumns,
+    columns: &ClusterColumns<'_>,
 ) -> Result<Vec<Vec<Member>>> {
     let mut collector = MemberCollector::new(clusters);
     let openid_column = job
@@ -247,23 +240,22 @@ fn collect_members(
             if !collector.wants(field) {
                 continue;
             }
+            let masker = columns.masker_of(column);
             let values = text_column(&chunk.batch, column)?;
             let values = values.as_string::<i32>();
             for i in 0..chunk.len() {
                 let Some(value) = cell(values, i) else {
                     continue;
                 };
-                let value = columns.shown(column, value);
+                let value = shown(masker, value);
                 let row = chunk.first_row + i as u64;
                 collector.add(field, &value, || {
                     let openid = openids
                         .as_ref()
                         .and_then(|o| cell(o.as_string::<i32>(), i))
                         .unwrap_or_default();
-                    let openid = match openid_column {
-                        Some(c) => columns.shown(c, openid).into_owned(),
-                        None => openid.to_string(),
-                    };
+                    let masker = openid_column.and_then(|c| columns.masker_of(c));
+                    let openid = shown(masker, openid).into_owned();
                     Member {
                         row,
                         openid,

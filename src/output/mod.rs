@@ -317,12 +317,13 @@ impl<'a> ResultWriter<'a> {
     }
 
     /// Appends a chunk: its input batch and one outcome per row, in order.
+    /// Returns the chunk as written, masked columns hashed.
     pub fn write(
         &mut self,
         input: &RecordBatch,
         outcomes: &[RowOutcome],
         feedback: &[Option<&Feedback>],
-    ) -> Result<()> {
+    ) -> Result<RecordBatch> {
         debug_assert_eq!(input.num_rows(), outcomes.len());
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for (i, column) in input.columns().iter().enumerate() {
@@ -345,7 +346,7 @@ impl<'a> ResultWriter<'a> {
             let path = self.plan.dir.join("results.csv");
             self.csv_failed = Some(err.context(format!("writing {}", path.display())));
         }
-        Ok(())
+        Ok(batch)
     }
 
     /// Completes the files and moves them to their final names.

@@ -25,7 +25,7 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rusqlite::{OptionalExtension, params};
 
 use super::seen::{Bloom, KeyFilter};
@@ -354,7 +354,7 @@ impl Store {
         let mut moving = self.take_move();
         let stepped = self.move_step(&mut moving);
         self.moving = Some(moving);
-        stepped
+        stepped.with_context(|| self.writing())
     }
 
     /// The open batch's move, as far as its steps went.

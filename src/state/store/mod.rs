@@ -481,6 +481,16 @@ impl Store {
 
     pub fn put_row(&mut self, run: i64, outcome: &RowOutcome) -> Result<()> {
         self.begin()?;
+        self.insert_row(run, outcome)
+            .with_context(|| self.writing())
+    }
+
+    /// What a failed write was doing, naming the store.
+    fn writing(&self) -> String {
+        format!("writing to the checkpoint store {}", self.path.display())
+    }
+
+    fn insert_row(&self, run: i64, outcome: &RowOutcome) -> Result<()> {
         let a = &outcome.answer;
         let mut stmt = self.conn.prepare_cached(
             "INSERT OR REPLACE INTO rows (run, row, status, level, source, errcode, code, message, request_id, checked_at, attempts) \

@@ -272,6 +272,29 @@ fn a_slice_moved_in_steps_between_writes_ends_as_one_moved_at_the_commit() {
     }
 }
 
+#[test]
+fn a_row_or_a_step_the_store_refuses_is_an_error_naming_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, run) = store_with_answers(dir.path(), 3000);
+    store.commit().unwrap();
+    put_answered(&mut store, run.id, 3000, &spread_key(3000), 1);
+    store.conn.pragma_update(None, "query_only", true).unwrap();
+    let path = format!("checkpoint store {}", store.path().display());
+    let named = |err: anyhow::Error| {
+        let message = format!("{err:#}");
+        assert!(
+            message.contains(&path) && message.contains("readonly"),
+            "{message}"
+        );
+    };
+    named(store.step_answers_move().unwrap_err());
+    named(
+        store
+            .put_row(run.id, &outcome(3001, RowStatus::Ok, Some(1)))
+            .unwrap_err(),
+    );
+}
+
 /// Asserts that the answer of each of `rows` (keyed by `spread_key`) is found.
 fn assert_found(store: &Store, rows: impl Iterator<Item = u64>) {
     for row in rows {
