@@ -56,22 +56,17 @@ data() { # rows -> the same participants CSV for every peer
 }
 
 mock_pid=""
-start_mock() { # latency-ms
-    "$mock_bin" --port 0 --latency-ms "$1" --workers 1 --exit-after 3600 >"$work/mock.out" 2>&1 &
+serve() { # CMD... : starts a server that prints its 127.0.0.1:PORT; sets base and token
+    "$@" >"$work/mock.out" 2>/dev/null &
     mock_pid=$!
-    for _ in $(seq 50); do grep -q listening "$work/mock.out" 2>/dev/null && break; sleep 0.1; done
+    for _ in $(seq 50); do grep -q '127.0.0.1:[0-9]' "$work/mock.out" 2>/dev/null && break; sleep 0.1; done
     base="http://$(grep -o '127.0.0.1:[0-9]*' "$work/mock.out" | head -1)"
     token=$(curl -s "$base/cgi-bin/token?grant_type=client_credential&appid=$WECHAT_APPID&secret=$WECHAT_SECRET" \
         | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
 }
-start_sim() { # latency: `riskbatch sim`, whose timer aims early so that its replies take the latency on average
-    "$bin" sim --listen 127.0.0.1:0 --latency "$1" >"$work/mock.out" 2>/dev/null &
-    mock_pid=$!
-    for _ in $(seq 50); do grep -q http "$work/mock.out" 2>/dev/null && break; sleep 0.1; done
-    base=$(grep -o 'http://[0-9.:]*' "$work/mock.out" | head -1)
-    token=$(curl -s "$base/cgi-bin/token?grant_type=client_credential&appid=$WECHAT_APPID&secret=$WECHAT_SECRET" \
-        | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
-}
+start_mock() { serve "$mock_bin" --port 0 --latency-ms "$1" --workers 1 --exit-after 3600; }
+# `riskbatch sim`, whose timer aims early so that its replies take the latency on average
+start_sim() { serve "$bin" sim --listen 127.0.0.1:0 --latency "$1"; }
 stop_mock() { [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null; wait "$mock_pid" 2>/dev/null || true; mock_pid=""; }
 trap stop_mock EXIT
 mock_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$mock_pid/stat"; }
